@@ -1,0 +1,23 @@
+"""User-facing errors, kept apart from bugs.
+
+A `MosaicPretrainError` means the user gave us something we cannot use (a config value, a data
+path, a checkpoint). Its message says what is wrong, where, and how to fix it, and the CLI prints
+it as one line with exit code 2. Anything else that escapes is a bug in our code and keeps its
+traceback.
+"""
+
+
+class MosaicPretrainError(Exception):
+    """Base class for problems the user can fix."""
+
+
+class ConfigError(MosaicPretrainError, ValueError):
+    """A configuration value is unknown, of the wrong type, or inconsistent with another."""
+
+
+class DataError(MosaicPretrainError):
+    """A dataset, shard, tokenizer or batch cannot be used as given."""
+
+
+class CheckpointError(MosaicPretrainError):
+    """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""

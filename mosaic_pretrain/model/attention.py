@@ -1,0 +1,268 @@
+"""Attention backends: one signature, chosen by the config string `attention_backend`.
+
+Every backend takes the unpadded query, key and value, each `(total_tokens, heads, head_dim)`,
+a `VarlenBatch` describing where each document starts, and the attention dropout probability,
+and returns `(total_tokens, heads, head_dim)`. All of them apply the symmetric ALiBi bias and
+keep documents apart; they differ only in how fast they do it.
+
+| name         | how                                                       | runs on            |
+|--------------|-----------------------------------------------------------|--------------------|
+| `eager`      | readable reference: explicit scores, float32 softmax      | any device         |
+| `sdpa`       | `torch.nn.functional.scaled_dot_product_attention`, ALiBi | any device         |
+|              | and padding as one additive mask per batch                |                    |
+| `flex`       | `torch.nn.attention.flex_attention`: ALiBi as a score     | any device, compiled on CUDA |
+|              | modification, documents as a block mask                   |                    |
+| `flash_attn` | `flash_attn_varlen_func` with `alibi_slopes`              | CUDA, fp16/bf16    |
+
+`auto` resolves, per device, to the fastest one that can run there. Nothing falls back silently:
+a backend the user named that cannot run raises `ConfigError` with the reason.
+"""
+
+import functools
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.model.alibi import alibi_bias
+from mosaic_pretrain.model.padding import document_layout, from_document_batch, to_document_batch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VarlenBatch:
+    """What every layer's attention needs to know about one forward pass's documents.
+
+    Built once per forward and shared by all layers, so per-batch structures (document layout,
+    masks) are computed once, not once per layer.
+    """
+
+    cu_seqlens: torch.Tensor  # (documents + 1,) int32
+    max_seqlen: int
+    alibi_slopes: torch.Tensor  # (heads,) float32
+    alibi_bias_table: torch.Tensor  # (heads, n, n) float32 with n >= max_seqlen
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_documents(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
+
+    def cached(self, key: object, build: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def document_layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(document_ids, positions)` of every token, see `padding.document_layout`."""
+        return self.cached(
+            "document_layout", lambda: document_layout(self.cu_seqlens, self.total_tokens)
+        )
+
+    def key_is_real(self) -> torch.Tensor:
+        """(documents, max_seqlen) bool: which slots of the per-document layout hold a token."""
+
+        def build() -> torch.Tensor:
+            lengths = self.cu_seqlens[1:] - self.cu_seqlens[:-1]
+            slots = torch.arange(self.max_seqlen, device=self.cu_seqlens.device)
+            return slots[None, :] < lengths[:, None]
+
+        return self.cached("key_is_real", build)
+
+    def alibi(self) -> torch.Tensor:
+        """(heads, max_seqlen, max_seqlen) float32 ALiBi bias for this batch."""
+        return self.alibi_bias_table[:, : self.max_seqlen, : self.max_seqlen]
+
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, VarlenBatch, float], torch.Tensor]
+
+
+def _per_document(batch: VarlenBatch, *tokens: torch.Tensor) -> list[torch.Tensor]:
+    """(total, heads, dim) -> (documents, heads, max_seqlen, dim), zero-padded per document."""
+    document_ids, positions = batch.document_layout()
+    return [
+        to_document_batch(t, document_ids, positions, batch.num_documents, batch.max_seqlen)
+        .transpose(1, 2)
+        for t in tokens
+    ]
+
+
+def _back_to_tokens(batch: VarlenBatch, per_document: torch.Tensor) -> torch.Tensor:
+    """(documents, heads, max_seqlen, dim) -> (total, heads, dim)."""
+    document_ids, positions = batch.document_layout()
+    return from_document_batch(per_document.transpose(1, 2), document_ids, positions)
+
+
+def eager_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+) -> torch.Tensor:
+    """The reference every other backend is tested against: plain tensors, float32 softmax."""
+    q, k, v = (t.float() for t in _per_document(batch, query, key, value))
+    scale = query.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-1, -2)) * scale + batch.alibi()  # (docs, heads, L, L)
+    padding_keys = ~batch.key_is_real()[:, None, None, :]
+    scores = scores.masked_fill(padding_keys, float("-inf"))
+    probabilities = F.dropout(scores.softmax(dim=-1), p=dropout_p)
+    return _back_to_tokens(batch, probabilities @ v).to(query.dtype)
+
+
+def sdpa_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+) -> torch.Tensor:
+    """Torch's fused attention with ALiBi and key padding folded into one additive mask."""
+
+    def build_mask() -> torch.Tensor:
+        padding_keys = ~batch.key_is_real()[:, None, None, :]  # (docs, 1, 1, L)
+        mask = batch.alibi()[None].masked_fill(padding_keys, float("-inf"))  # (docs, heads, L, L)
+        return mask.to(query.dtype)
+
+    mask = batch.cached(("sdpa_mask", query.dtype), build_mask)
+    q, k, v = _per_document(batch, query, key, value)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return _back_to_tokens(batch, out)
+
+
+@functools.cache
+def _compiled_flex_attention() -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # The unpadded length changes every batch; torch.compile marks it dynamic after the first
+    # recompile instead of specializing on each length.
+    return torch.compile(flex_attention)
+
+
+def flex_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+) -> torch.Tensor:
+    """FlexAttention over the whole unpadded batch as one sequence, documents as a block mask.
+
+    Documents are contiguous in the unpadded layout, so the token distance `|q - k|` inside a
+    document is exactly the ALiBi distance; the block mask lets the kernel skip every block pair
+    that lies in two different documents.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import flex_attention as eager_flex
+
+    if dropout_p > 0:
+        raise ConfigError(
+            "attention_backend='flex' has no attention dropout: set "
+            "attention_probs_dropout_prob=0.0 or choose attention_backend='sdpa'"
+        )
+    document_ids, _ = batch.document_layout()
+    total = batch.total_tokens
+    on_cuda = query.device.type == "cuda"
+
+    def same_document(b, h, q_idx, kv_idx):
+        return document_ids[q_idx] == document_ids[kv_idx]
+
+    block_mask = batch.cached(
+        "flex_block_mask",
+        lambda: create_block_mask(
+            same_document, None, None, total, total, device=query.device, _compile=on_cuda
+        ),
+    )
+    slopes = batch.alibi_slopes
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx).abs()
+
+    attend = _compiled_flex_attention() if on_cuda else eager_flex
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, T, dim)
+    out = attend(q, k, v, score_mod=alibi, block_mask=block_mask)
+    return out.squeeze(0).transpose(0, 1)
+
+
+def flash_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+) -> torch.Tensor:
+    """FlashAttention-2's varlen kernel, which takes the unpadded layout and ALiBi slopes natively."""
+    from flash_attn import flash_attn_varlen_func
+
+    if query.device.type != "cuda" or query.dtype not in (torch.float16, torch.bfloat16):
+        raise ConfigError(
+            f"attention_backend='flash_attn' needs CUDA tensors in fp16/bf16, got {query.dtype} "
+            f"on {query.device.type}: train with precision amp_bf16 on a GPU, or choose "
+            "attention_backend='sdpa'"
+        )
+    return flash_attn_varlen_func(
+        query,
+        key,
+        value,
+        cu_seqlens_q=batch.cu_seqlens,
+        cu_seqlens_k=batch.cu_seqlens,
+        max_seqlen_q=batch.max_seqlen,
+        max_seqlen_k=batch.max_seqlen,
+        dropout_p=dropout_p,
+        causal=False,
+        alibi_slopes=batch.alibi_slopes,
+    )
+
+
+ATTENTION_BACKENDS: dict[str, AttentionFn] = {
+    "eager": eager_attention,
+    "sdpa": sdpa_attention,
+    "flex": flex_attention,
+    "flash_attn": flash_attention,
+}
+AUTO = "auto"
+ATTENTION_BACKEND_CHOICES: tuple[str, ...] = (*ATTENTION_BACKENDS, AUTO)
+
+
+@functools.cache
+def _flash_attn_import_error() -> str | None:
+    try:
+        importlib.import_module("flash_attn")
+    except Exception as error:  # noqa: BLE001 - an ABI mismatch raises more than ImportError
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def backend_unavailable_reason(name: str) -> str | None:
+    """Why the named backend cannot be built in this environment, or None if it can."""
+    if name == "flash_attn" and (reason := _flash_attn_import_error()) is not None:
+        return (
+            f"the flash-attn package cannot be imported ({reason}); install it with "
+            "`pip install 'mosaic_pretrain[gpu]'` on a CUDA machine"
+        )
+    if name == "flex":
+        try:
+            importlib.import_module("torch.nn.attention.flex_attention")
+        except ImportError as error:
+            return f"this torch ({torch.__version__}) has no FlexAttention ({error})"
+    return None
+
+
+def check_backend_name(name: str) -> None:
+    """Raise ConfigError for an unknown or uninstallable backend name."""
+    if name not in ATTENTION_BACKEND_CHOICES:
+        raise ConfigError(
+            f"attention_backend={name!r} is unknown; choose one of "
+            f"{', '.join(ATTENTION_BACKEND_CHOICES)}"
+        )
+    if name != AUTO and (reason := backend_unavailable_reason(name)) is not None:
+        raise ConfigError(f"attention_backend={name!r} cannot run: {reason}")
+
+
+def resolve_backend(name: str, device: torch.device, attention_dropout: float) -> str:
+    """The concrete backend for `name` on `device`; `auto` picks the fastest that can run there.
+
+    On CUDA: flash_attn when installed (hand-written varlen kernel with ALiBi built in), else
+    compiled flex unless attention dropout is on (flex has none), else sdpa. On CPU: sdpa, which
+    beats the eager reference and uncompiled flex.
+    """
+    if name != AUTO:
+        return name
+    if device.type == "cuda":
+        if backend_unavailable_reason("flash_attn") is None:
+            return "flash_attn"
+        if attention_dropout == 0.0 and backend_unavailable_reason("flex") is None:
+            return "flex"
+    return "sdpa"

@@ -1,0 +1,480 @@
+"""MosaicBERT: a BERT encoder with ALiBi, GeGLU, unpadding and a sparse MLM head.
+
+Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoder, then the
+models users load (`MosaicBertModel`, `...ForMaskedLM`, `...ForSequenceClassification`).
+Shapes in comments: B batch, S padded sequence length, T real tokens in the batch (T <= B*S),
+H hidden size, N heads, D head size, I intermediate size, V vocabulary, M masked tokens.
+
+Pure torch + transformers: no training-framework import, so transformers code can use it.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+
+from mosaic_pretrain.model.alibi import alibi_bias, alibi_slopes
+from mosaic_pretrain.model.attention import (
+    ATTENTION_BACKENDS,
+    VarlenBatch,
+    check_backend_name,
+    resolve_backend,
+)
+from mosaic_pretrain.model.configuration import MosaicBertConfig
+from mosaic_pretrain.model.padding import gather_tokens, scatter_tokens, unpad_input
+
+logger = logging.getLogger(__name__)
+
+# Labels equal to this are not predicted, as in transformers and torch's cross_entropy.
+IGNORE_INDEX = -100
+
+
+class LowPrecisionLayerNorm(nn.LayerNorm):
+    """LayerNorm that stays in the autocast dtype (bf16) instead of upcasting to float32.
+
+    Autocast runs layer_norm in float32, which doubles its memory traffic; MosaicBERT showed bf16
+    LayerNorm trains just as well. Outside autocast this is an ordinary LayerNorm.
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        device_type = hidden.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return super().forward(hidden)
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return F.layer_norm(
+                hidden.to(dtype),
+                self.normalized_shape,
+                self.weight.to(dtype),
+                self.bias.to(dtype),
+                self.eps,
+            )
+
+
+def make_layer_norm(config: MosaicBertConfig) -> nn.LayerNorm:
+    layer_norm_class = LowPrecisionLayerNorm if config.low_precision_layernorm else nn.LayerNorm
+    return layer_norm_class(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class MosaicBertEmbeddings(nn.Module):
+    """Word + token-type embeddings. No position embeddings: ALiBi carries position."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = make_layer_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        # (T,) ids -> (T, H): embedded after unpadding, so padding is never looked up.
+        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class MosaicBertAttention(nn.Module):
+    """Multi-head self-attention over unpadded tokens, then residual and post-LayerNorm."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = make_layer_norm(config)
+
+    def forward(self, hidden: torch.Tensor, batch: VarlenBatch, backend: str) -> torch.Tensor:
+        total = hidden.shape[0]
+        qkv = self.Wqkv(hidden).view(total, 3, self.num_heads, self.head_dim)  # (T, 3, N, D)
+        query, key, value = qkv.unbind(dim=1)
+        dropout_p = self.dropout_p if self.training else 0.0
+        context = ATTENTION_BACKENDS[backend](query, key, value, batch, dropout_p)  # (T, N, D)
+        attended = self.output(context.reshape(total, -1))
+        return self.LayerNorm(hidden + self.dropout(attended))
+
+
+class MosaicBertGatedMLP(nn.Module):
+    """GeGLU feed-forward (Shazeer 2020): `W_o (gelu(x W_g) * x W_v)`, then residual and LayerNorm.
+
+    Gate and value come from one matmul of width 2*I (faster than two of width I); the gate
+    projection has no bias, as in MosaicBERT.
+    """
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.act = nn.GELU(approximate="none")
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = make_layer_norm(config)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)  # (T, I) x2
+        out = self.wo(self.act(gate) * value)  # (T, H)
+        return self.LayerNorm(hidden + self.dropout(out))
+
+
+class MosaicBertLayer(nn.Module):
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.attention = MosaicBertAttention(config)
+        self.mlp = MosaicBertGatedMLP(config)
+
+    def forward(self, hidden: torch.Tensor, batch: VarlenBatch, backend: str) -> torch.Tensor:
+        return self.mlp(self.attention(hidden, batch, backend))
+
+
+class MosaicBertEncoder(nn.Module):
+    """The layer stack, plus what all layers share: ALiBi slopes and bias, the backend choice."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        check_backend_name(config.attention_backend)
+        self.attention_backend = config.attention_backend
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.layer = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
+        slopes = alibi_slopes(config.num_attention_heads)
+        # Non-persistent: derived from the head count, never part of a checkpoint.
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
+        self.register_buffer(
+            "alibi_bias_table", alibi_bias(slopes, config.alibi_starting_size), persistent=False
+        )
+        self.last_backend: str | None = None
+
+    def _alibi_table(self, length: int) -> torch.Tensor:
+        """The cached bias table, regrown (to the next power of two) for longer inputs."""
+        if self.alibi_bias_table.shape[-1] < length:
+            new_size = 1 << (length - 1).bit_length()
+            self.alibi_bias_table = alibi_bias(self.alibi_slopes, new_size)
+        return self.alibi_bias_table
+
+    def _backend_for(self, device: torch.device) -> str:
+        backend = resolve_backend(self.attention_backend, device, self.attention_dropout)
+        if backend != self.last_backend:
+            logger.info(
+                "MosaicBERT attention: %s backend on %s (attention_backend=%r)",
+                backend, device.type, self.attention_backend,
+            )
+            self.last_backend = backend
+        return backend
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int,
+        keep_all_layers: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(T, H) -> (T, H), and each layer's input and the final output when asked."""
+        batch = VarlenBatch(
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            alibi_slopes=self.alibi_slopes,
+            alibi_bias_table=self._alibi_table(max_seqlen),
+        )
+        backend = self._backend_for(hidden.device)
+        all_layers = [hidden] if keep_all_layers else []
+        for layer in self.layer:
+            hidden = layer(hidden, batch, backend)
+            if keep_all_layers:
+                all_layers.append(hidden)
+        return hidden, all_layers
+
+
+class MosaicBertPooler(nn.Module):
+    """BERT's pooler: dense + tanh over each row's first real token ([CLS])."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, first_tokens: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(first_tokens))
+
+
+class MosaicBertPredictionHead(nn.Module):
+    """MLM head: dense, GELU, LayerNorm, then the decoder tied to the word embeddings."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = nn.GELU(approximate="none")
+        self.LayerNorm = make_layer_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden))))
+
+
+@dataclass
+class UnpaddedEncoding:
+    """The encoder's output before repadding, for heads that need only some tokens."""
+
+    hidden: torch.Tensor  # (T, H)
+    indices: torch.Tensor  # (T,) positions in the flattened (B*S) batch
+    batch_size: int
+    seqlen: int
+    all_layers: list[torch.Tensor]  # (T, H) each, when hidden states were asked for
+
+    def repad(self, tokens: torch.Tensor) -> torch.Tensor:
+        return scatter_tokens(tokens, self.indices, self.batch_size, self.seqlen)
+
+
+@dataclass
+class MosaicBertMaskedLMOutput(MaskedLMOutput):
+    """`MaskedLMOutput` plus where the sparse logits come from.
+
+    With `labels`, `logits` is `(M, V)`: one row per masked token (label != -100), in row-major
+    order, so it lines up with `labels[labels != -100]`; `masked_token_indices` gives each row's
+    position in the flattened `(batch * seq)` input. Without labels, `logits` is `(B, S, V)`.
+    """
+
+    masked_token_indices: torch.LongTensor | None = None
+
+
+class MosaicBertPreTrainedModel(PreTrainedModel):
+    config_class = MosaicBertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's init: normal(0, initializer_range) weights, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
+            f"{tuple(input_ids.shape)}"
+        )
+    return attention_mask
+
+
+class MosaicBertModel(MosaicBertPreTrainedModel):
+    """The bare encoder. `last_hidden_state` is padded back to (B, S, H), zeros at padding."""
+
+    def __init__(self, config: MosaicBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = MosaicBertEmbeddings(config)
+        self.encoder = MosaicBertEncoder(config)
+        self.pooler = MosaicBertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    @property
+    def attention_backend_in_use(self) -> str | None:
+        """The concrete backend the last forward ran (useful when configured as `auto`)."""
+        return self.encoder.last_backend
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> UnpaddedEncoding:
+        """Run embeddings and encoder on the real tokens only; heads pick what they need."""
+        attention_mask = _check_inputs(input_ids, attention_mask)
+        batch_size, seqlen = input_ids.shape
+        indices, cu_seqlens, max_seqlen = unpad_input(attention_mask)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        hidden = self.embeddings(
+            gather_tokens(input_ids, indices), gather_tokens(token_type_ids, indices)
+        )  # (T, H)
+        hidden, all_layers = self.encoder(hidden, cu_seqlens, max_seqlen, output_hidden_states)
+        return UnpaddedEncoding(hidden, indices, batch_size, seqlen, all_layers)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **unused,
+    ) -> BaseModelOutputWithPooling | tuple:
+        _refuse_attention_outputs(output_attentions)
+        encoding = self.encode(input_ids, attention_mask, token_type_ids, bool(output_hidden_states))
+        sequence_output = encoding.repad(encoding.hidden)  # (B, S, H)
+        pooled_output = None
+        if self.pooler is not None:
+            pooled_output = self.pooler(_first_real_tokens(sequence_output, attention_mask))
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(encoding.repad(layer) for layer in encoding.all_layers)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+def _refuse_attention_outputs(output_attentions: bool | None) -> None:
+    if output_attentions:
+        raise ValueError(
+            "MosaicBERT cannot return attention probabilities: its fused attention kernels never "
+            "materialize them"
+        )
+
+
+def _first_real_tokens(sequence_output: torch.Tensor, attention_mask: torch.Tensor | None):
+    """(B, S, H) -> (B, H): each row's first non-padding token, so left padding works too."""
+    if attention_mask is None:
+        return sequence_output[:, 0]
+    first = (attention_mask != 0).int().argmax(dim=1)  # (B,)
+    return sequence_output[torch.arange(sequence_output.shape[0]), first]
+
+
+class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
+    """MLM with the prediction head run only on masked tokens when labels are given.
+
+    The head's decoder (H x V) is the most expensive matmul per token; with 30% masking the
+    sparse head does it for 30% of the tokens.
+    """
+
+    _tied_weights_keys = ["head.decoder.weight"]
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__(config)
+        self.bert = MosaicBertModel(config, add_pooling_layer=False)
+        self.head = MosaicBertPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **unused,
+    ) -> MosaicBertMaskedLMOutput | tuple:
+        _refuse_attention_outputs(output_attentions)
+        encoding = self.bert.encode(
+            input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
+        )
+        loss = masked_token_indices = None
+        if labels is None:
+            logits = encoding.repad(self.head(encoding.hidden))  # (B, S, V)
+        else:
+            token_labels = gather_tokens(labels, encoding.indices)  # (T,)
+            masked = torch.nonzero(token_labels != IGNORE_INDEX, as_tuple=True)[0]  # (M,)
+            logits = self.head(encoding.hidden.index_select(0, masked))  # (M, V)
+            loss = masked_lm_loss(logits, token_labels.index_select(0, masked))
+            masked_token_indices = encoding.indices.index_select(0, masked)
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(encoding.repad(layer) for layer in encoding.all_layers)
+        output = MosaicBertMaskedLMOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=hidden_states,
+            masked_token_indices=masked_token_indices,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over masked tokens, in float32; 0 (not NaN) for a batch with none."""
+    summed = F.cross_entropy(logits.float(), labels, reduction="sum")
+    return summed / max(labels.numel(), 1)
+
+
+class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
+    """Pooled [CLS] -> dropout -> linear. `num_labels=1` is regression (MSE), as in transformers."""
+
+    def __init__(self, config: MosaicBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = MosaicBertModel(config, add_pooling_layer=True)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **unused,
+    ) -> SequenceClassifierOutput | tuple:
+        encoded = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
+        loss = None if labels is None else self._loss(logits, labels)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """transformers' problem types: regression, single-label or multi-label classification."""
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        logits = logits.float()
+        if self.config.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+        if self.config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.float())

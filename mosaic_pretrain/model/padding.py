@@ -1,0 +1,84 @@
+"""Unpadding: run the encoder on real tokens only, documents kept apart.
+
+A padded batch `(batch, seq)` becomes one `(total_tokens, ...)` tensor plus the cumulative
+document lengths `cu_seqlens`, the layout of FlashAttention's varlen kernels. Feed-forward layers
+and LayerNorms then never see padding.
+
+The attention mask follows transformers' convention (0 = padding, non-zero = real token) and
+extends it for packed rows: within a row, each maximal run of one non-zero value is a document,
+so `[1, 1, 1, 2, 2, 0]` holds two documents and one padding token. A plain 0/1 mask is one
+document per row. Documents never attend to each other, and ALiBi distances are counted within a
+document over real tokens only, so left padding and right padding give the same result.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def unpad_input(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """From a `(batch, seq)` mask, the real tokens' flat indices, `cu_seqlens` and the longest document.
+
+    Returns `(indices, cu_seqlens, max_seqlen)`: `indices` (total,) int64 into the flattened
+    `batch * seq` positions; `cu_seqlens` (documents + 1,) int32, starting at 0; `max_seqlen` a
+    Python int (the kernels need it on the host).
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            f"attention_mask must have shape (batch, seq), got {tuple(attention_mask.shape)}"
+        )
+    seqlen = attention_mask.shape[1]
+    flat_mask = attention_mask.reshape(-1)
+    indices = torch.nonzero(flat_mask, as_tuple=True)[0]
+    total = indices.numel()
+    if total == 0:
+        raise ValueError("attention_mask marks no real token in the whole batch")
+    document_labels = flat_mask[indices]
+    rows = torch.div(indices, seqlen, rounding_mode="floor")
+    starts_document = torch.ones(total, dtype=torch.bool, device=indices.device)
+    starts_document[1:] = (rows[1:] != rows[:-1]) | (document_labels[1:] != document_labels[:-1])
+    starts = torch.nonzero(starts_document, as_tuple=True)[0]
+    cu_seqlens = F.pad(starts, (0, 1), value=total).to(torch.int32)
+    max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return indices, cu_seqlens, max_seqlen
+
+
+def gather_tokens(padded: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """`(batch, seq, ...)` -> `(total, ...)`: keep the real tokens, in row-major order."""
+    return padded.reshape(-1, *padded.shape[2:]).index_select(0, indices)
+
+
+def scatter_tokens(
+    tokens: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int
+) -> torch.Tensor:
+    """`(total, ...)` -> `(batch, seq, ...)` with zeros at padding: the inverse of `gather_tokens`."""
+    flat = tokens.new_zeros(batch * seqlen, *tokens.shape[1:])
+    return flat.index_copy(0, indices, tokens).reshape(batch, seqlen, *tokens.shape[1:])
+
+
+def document_layout(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every real token, its document number and its position inside that document."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    document_ids = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=cu_seqlens.device), lengths, output_size=total
+    )
+    positions = torch.arange(total, device=cu_seqlens.device) - cu_seqlens.long()[document_ids]
+    return document_ids, positions
+
+
+def to_document_batch(
+    tokens: torch.Tensor,
+    document_ids: torch.Tensor,
+    positions: torch.Tensor,
+    num_documents: int,
+    max_seqlen: int,
+) -> torch.Tensor:
+    """`(total, ...)` -> `(documents, max_seqlen, ...)`, one zero-padded row per document."""
+    padded = tokens.new_zeros(num_documents, max_seqlen, *tokens.shape[1:])
+    return padded.index_put((document_ids, positions), tokens)
+
+
+def from_document_batch(
+    padded: torch.Tensor, document_ids: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """`(documents, max_seqlen, ...)` -> `(total, ...)`: the inverse of `to_document_batch`."""
+    return padded[document_ids, positions]

@@ -38,7 +38,7 @@ def synthetic_mlm_batch(
     attention_mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
     tokens = torch.randint(FIRST_WORD_ID, vocab_size, (batch_size, seq_len), generator=generator)
     tokens = tokens * attention_mask
-    masked = (torch.rand(batch_size, seq_len, generator=generator) < mask_probability)
+    masked = torch.rand(batch_size, seq_len, generator=generator) < mask_probability
     masked &= attention_mask.bool()
     labels = torch.where(masked, tokens, torch.full_like(tokens, IGNORE_INDEX))
     input_ids = torch.where(masked, torch.full_like(tokens, MASK_TOKEN_ID), tokens)
@@ -57,7 +57,9 @@ def run_smoke(
     log: Callable[[str], None] = print,
 ) -> SmokeResult:
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(
+            f"precision={precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"
+        )
     if steps < 2:
         raise ConfigError(f"steps must be at least 2 to see the loss move, got {steps}")
     if device == "cuda" and not torch.cuda.is_available():

@@ -33,7 +33,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 
 
 def alibi_bias(slopes: torch.Tensor, length: int) -> torch.Tensor:
-    """The bias `-slope_h * |i - j|` for `length` positions, shape (heads, length, length), float32."""
+    """The bias `-slope_h * |i - j|` for `length` positions: (heads, length, length), float32."""
     positions = torch.arange(length, device=slopes.device)
     distance = (positions[:, None] - positions[None, :]).abs().to(torch.float32)  # (L, L)
     return -slopes.to(torch.float32)[:, None, None] * distance

@@ -10,8 +10,8 @@ keep documents apart; they differ only in how fast they do it.
 | `eager`      | readable reference: explicit scores, float32 softmax      | any device         |
 | `sdpa`       | `torch.nn.functional.scaled_dot_product_attention`, ALiBi | any device         |
 |              | and padding as one additive mask per batch                |                    |
-| `flex`       | `torch.nn.attention.flex_attention`: ALiBi as a score     | any device, compiled on CUDA |
-|              | modification, documents as a block mask                   |                    |
+| `flex`       | `torch.nn.attention.flex_attention`: ALiBi as a score     | any device;        |
+|              | modification, documents as a block mask                   | compiled on CUDA   |
 | `flash_attn` | `flash_attn_varlen_func` with `alibi_slopes`              | CUDA, fp16/bf16    |
 
 `auto` resolves, per device, to the fastest one that can run there. Nothing falls back silently:
@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model.alibi import alibi_bias
 from mosaic_pretrain.model.padding import document_layout, from_document_batch, to_document_batch
 
 logger = logging.getLogger(__name__)
@@ -89,8 +88,9 @@ def _per_document(batch: VarlenBatch, *tokens: torch.Tensor) -> list[torch.Tenso
     """(total, heads, dim) -> (documents, heads, max_seqlen, dim), zero-padded per document."""
     document_ids, positions = batch.document_layout()
     return [
-        to_document_batch(t, document_ids, positions, batch.num_documents, batch.max_seqlen)
-        .transpose(1, 2)
+        to_document_batch(
+            t, document_ids, positions, batch.num_documents, batch.max_seqlen
+        ).transpose(1, 2)
         for t in tokens
     ]
 
@@ -102,7 +102,11 @@ def _back_to_tokens(batch: VarlenBatch, per_document: torch.Tensor) -> torch.Ten
 
 
 def eager_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    batch: VarlenBatch,
+    dropout_p: float,
 ) -> torch.Tensor:
     """The reference every other backend is tested against: plain tensors, float32 softmax."""
     q, k, v = (t.float() for t in _per_document(batch, query, key, value))
@@ -115,7 +119,11 @@ def eager_attention(
 
 
 def sdpa_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    batch: VarlenBatch,
+    dropout_p: float,
 ) -> torch.Tensor:
     """Torch's fused attention with ALiBi and key padding folded into one additive mask."""
 
@@ -140,7 +148,11 @@ def _compiled_flex_attention() -> Callable:
 
 
 def flex_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    batch: VarlenBatch,
+    dropout_p: float,
 ) -> torch.Tensor:
     """FlexAttention over the whole unpadded batch as one sequence, documents as a block mask.
 
@@ -181,9 +193,13 @@ def flex_attention(
 
 
 def flash_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: VarlenBatch, dropout_p: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    batch: VarlenBatch,
+    dropout_p: float,
 ) -> torch.Tensor:
-    """FlashAttention-2's varlen kernel, which takes the unpadded layout and ALiBi slopes natively."""
+    """FlashAttention-2's varlen kernel: takes the unpadded layout and ALiBi slopes natively."""
     from flash_attn import flash_attn_varlen_func
 
     if query.device.type != "cuda" or query.dtype not in (torch.float16, torch.bfloat16):
@@ -220,7 +236,7 @@ ATTENTION_BACKEND_CHOICES: tuple[str, ...] = (*ATTENTION_BACKENDS, AUTO)
 def _flash_attn_import_error() -> str | None:
     try:
         importlib.import_module("flash_attn")
-    except Exception as error:  # noqa: BLE001 - an ABI mismatch raises more than ImportError
+    except Exception as error:
         return f"{type(error).__name__}: {error}"
     return None
 

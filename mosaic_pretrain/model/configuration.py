@@ -29,13 +29,16 @@ BERT_UNCASED_VOCAB = 30522
 # The published model sizes. `intermediate_size` is the width of each half of the GeGLU, as in
 # MosaicBERT, so the gated layer projects hidden -> 2 * intermediate.
 PRESETS: dict[str, dict[str, int]] = {
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                  intermediate_size=4096),
+    "base": dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    ),
+    "large": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),
     # Not a published size: small enough to train for a few minutes on a laptop CPU.
-    "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                 intermediate_size=1024),
+    "mini": dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024
+    ),
 }
 
 
@@ -122,8 +125,15 @@ class MosaicBertConfig(PretrainedConfig):
 
     def _type_problems(self) -> list[str]:
         problems = []
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "type_vocab_size", "alibi_starting_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "type_vocab_size",
+            "alibi_starting_size",
+        ):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
@@ -143,7 +153,8 @@ class MosaicBertConfig(PretrainedConfig):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         if not isinstance(self.low_precision_layernorm, bool):
             problems.append(
-                f"low_precision_layernorm must be true or false, got {self.low_precision_layernorm!r}"
+                "low_precision_layernorm must be true or false, got "
+                f"{self.low_precision_layernorm!r}"
             )
         if self.attention_backend not in ATTENTION_BACKEND_CHOICES:
             problems.append(

@@ -166,7 +166,9 @@ class MosaicBertEncoder(nn.Module):
         if backend != self.last_backend:
             logger.info(
                 "MosaicBERT attention: %s backend on %s (attention_backend=%r)",
-                backend, device.type, self.attention_backend,
+                backend,
+                device.type,
+                self.attention_backend,
             )
             self.last_backend = backend
         return backend
@@ -331,7 +333,9 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         **unused,
     ) -> BaseModelOutputWithPooling | tuple:
         _refuse_attention_outputs(output_attentions)
-        encoding = self.encode(input_ids, attention_mask, token_type_ids, bool(output_hidden_states))
+        encoding = self.encode(
+            input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
+        )
         sequence_output = encoding.repad(encoding.hidden)  # (B, S, H)
         pooled_output = None
         if self.pooler is not None:
@@ -370,7 +374,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
     sparse head does it for 30% of the tokens.
     """
 
-    _tied_weights_keys = ["head.decoder.weight"]
+    _tied_weights_keys = ("head.decoder.weight",)
 
     def __init__(self, config: MosaicBertConfig):
         super().__init__(config)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 
 def unpad_input(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """From a `(batch, seq)` mask, the real tokens' flat indices, `cu_seqlens` and the longest document.
+    """From a `(batch, seq)` mask: real tokens' flat indices, `cu_seqlens`, longest document.
 
     Returns `(indices, cu_seqlens, max_seqlen)`: `indices` (total,) int64 into the flattened
     `batch * seq` positions; `cu_seqlens` (documents + 1,) int32, starting at 0; `max_seqlen` a
@@ -50,7 +50,7 @@ def gather_tokens(padded: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 def scatter_tokens(
     tokens: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int
 ) -> torch.Tensor:
-    """`(total, ...)` -> `(batch, seq, ...)` with zeros at padding: the inverse of `gather_tokens`."""
+    """`(total, ...)` -> `(batch, seq, ...)`, zeros at padding: the inverse of `gather_tokens`."""
     flat = tokens.new_zeros(batch * seqlen, *tokens.shape[1:])
     return flat.index_copy(0, indices, tokens).reshape(batch, seqlen, *tokens.shape[1:])
 

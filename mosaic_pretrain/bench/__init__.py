@@ -1,0 +1,1 @@
+"""Measurement code behind the scripts in `scripts/`; results land under `benchmarks/`."""

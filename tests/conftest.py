@@ -1,0 +1,47 @@
+"""Tiny-model factories shared by the tests: small enough that a forward pass takes milliseconds."""
+
+import pytest
+import torch
+
+from mosaic_pretrain.model import MosaicBertConfig
+from mosaic_pretrain.model.attention import backend_unavailable_reason
+
+TINY = dict(
+    vocab_size=128,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    alibi_starting_size=16,
+    attention_backend="eager",
+)
+
+# Backends that can run on this machine's CPU; flash_attn has its own CUDA-only tests.
+CPU_BACKENDS = [
+    name for name in ("eager", "sdpa", "flex") if backend_unavailable_reason(name) is None
+]
+
+
+def make_tiny_config(**overrides) -> MosaicBertConfig:
+    return MosaicBertConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture
+def tiny_config():
+    """Factory: `tiny_config(attention_backend="sdpa", num_labels=3)`."""
+    return make_tiny_config
+
+
+def make_ids(lengths: list[int], seqlen: int, vocab_size: int = 128, seed: int = 0):
+    """Right-padded random `input_ids` and a 0/1 `attention_mask` for rows of the given lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab_size, (len(lengths), seqlen), generator=generator)
+    mask = (torch.arange(seqlen)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return ids * mask, mask
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)

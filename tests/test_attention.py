@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model import MosaicBertForMaskedLM, MosaicBertModel
-from mosaic_pretrain.model.alibi import alibi_bias, alibi_slopes
+from mosaic_pretrain.model import MosaicBertForMaskedLM, MosaicBertModel, attention
+from mosaic_pretrain.model.alibi import alibi_slopes
 from mosaic_pretrain.model.attention import (
     ATTENTION_BACKENDS,
     VarlenBatch,
@@ -22,8 +22,7 @@ HEADS, HEAD_DIM = 4, 8
 def varlen_batch(document_lengths: list[int]) -> VarlenBatch:
     lengths = torch.tensor(document_lengths)
     cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-    slopes = alibi_slopes(HEADS)
-    return VarlenBatch(cu_seqlens, max(document_lengths), slopes, alibi_bias(slopes, 64))
+    return VarlenBatch(cu_seqlens, max(document_lengths), alibi_slopes(HEADS))
 
 
 def naive_attention(query, key, value, document_lengths):
@@ -110,17 +109,21 @@ def test_auto_picks_sdpa_on_cpu_and_says_so(tiny_config, caplog):
     assert "sdpa backend on cpu" in caplog.text
 
 
-def test_auto_on_cuda_prefers_installed_kernels():
+def test_auto_on_cuda_picks_by_dtype(monkeypatch):
+    """flash_attn only for fp16/bf16 compute on Ampere or newer; flex unless attention dropout."""
     cuda = torch.device("cuda")
-    expected = "flash_attn" if backend_unavailable_reason("flash_attn") is None else "flex"
-    assert resolve_backend("auto", cuda, attention_dropout=0.0) == expected
-    if expected == "flex":  # flex has no attention dropout, so auto must not pick it then
-        assert resolve_backend("auto", cuda, attention_dropout=0.1) == "sdpa"
+    monkeypatch.setattr(attention, "backend_unavailable_reason", lambda name: None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert resolve_backend("auto", cuda, torch.bfloat16, 0.0) == "flash_attn"
+    assert resolve_backend("auto", cuda, torch.float32, 0.0) == "flex"
+    assert resolve_backend("auto", cuda, torch.float32, 0.1) == "sdpa"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert resolve_backend("auto", cuda, torch.bfloat16, 0.0) == "flex"
 
 
 def test_named_backend_is_never_replaced():
     for name in ATTENTION_BACKENDS:
-        assert resolve_backend(name, torch.device("cpu"), 0.0) == name
+        assert resolve_backend(name, torch.device("cpu"), torch.float32, 0.0) == name
 
 
 def test_flash_attn_on_cpu_tensors_is_a_clear_error():

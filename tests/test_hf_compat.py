@@ -94,6 +94,13 @@ def test_backend_can_be_overridden_when_loading(tmp_path, tiny_config):
     MosaicBertModel(tiny_config(attention_backend="sdpa")).save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path, attention_backend="eager")
     assert loaded.config.attention_backend == "eager"
+    assert loaded.encoder.attention_backend == "eager"
+
+
+def test_overrides_at_load_time_are_validated(tmp_path, tiny_config):
+    MosaicBertModel(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="hidden_dropout_prob must be a probability"):
+        AutoModel.from_pretrained(tmp_path, hidden_dropout_prob=7)
 
 
 @pytest.mark.skipif(
@@ -101,9 +108,10 @@ def test_backend_can_be_overridden_when_loading(tmp_path, tiny_config):
 )
 def test_flash_attn_checkpoint_loads_on_a_machine_without_it(tmp_path, tiny_config):
     """A config saved on a GPU box loads anywhere; building it needs a runnable backend."""
-    tiny_config(attention_backend="flash_attn").save_pretrained(tmp_path)
-    MosaicBertModel(tiny_config()).save_pretrained(tmp_path)  # weights
-    config = AutoConfig.from_pretrained(tmp_path, attention_backend="flash_attn")
+    MosaicBertModel(tiny_config()).save_pretrained(tmp_path)
+    tiny_config(attention_backend="flash_attn").save_pretrained(tmp_path)  # as saved on a GPU
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert config.attention_backend == "flash_attn"
     with pytest.raises(ConfigError, match="flash_attn"):
-        MosaicBertModel(config)
+        AutoModel.from_pretrained(tmp_path)
     assert AutoModel.from_pretrained(tmp_path, attention_backend="sdpa") is not None

@@ -90,6 +90,36 @@ def test_sequence_classification_losses(tiny_config, num_labels, labels, expecte
     assert model.classifier.weight.grad is not None
 
 
+def test_regression_with_several_outputs_and_multi_label(tiny_config):
+    ids, mask = make_ids([7, 5, 3], 7)
+    regression = MosaicBertForSequenceClassification(
+        tiny_config(num_labels=2, problem_type="regression")
+    )
+    out = regression(ids, mask, labels=torch.randn(3, 2))
+    assert out.loss.shape == ()
+    multi_label = MosaicBertForSequenceClassification(
+        tiny_config(num_labels=3, problem_type="multi_label_classification")
+    )
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    out = multi_label(ids, mask, labels=targets)
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.logits, targets))
+
+
+def test_int32_class_labels_work(tiny_config):
+    model = MosaicBertForSequenceClassification(tiny_config(num_labels=3))
+    ids, mask = make_ids([7, 5], 7)
+    out = model(ids, mask, labels=torch.tensor([2, 0], dtype=torch.int32))
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, torch.tensor([2, 0])))
+
+
+def test_unsupported_arguments_are_errors_not_ignored(tiny_config):
+    model = MosaicBertForMaskedLM(tiny_config())
+    ids, mask = make_ids([4], 4)
+    with pytest.raises(ValueError, match="does not take position_ids"):
+        model(ids, mask, position_ids=torch.arange(4)[None])
+    model(ids, mask, position_ids=None)  # what generic callers pass is fine
+
+
 def test_classification_reads_the_first_real_token_whatever_the_padding(tiny_config):
     model = MosaicBertForSequenceClassification(tiny_config(num_labels=2)).eval()
     ids, _ = make_ids([6], 6)

@@ -32,6 +32,11 @@ def test_documents_split_at_rows_even_with_the_same_label():
     assert cu_seqlens.tolist() == [0, 2, 4]
 
 
+def test_padding_inside_a_run_starts_a_new_document():
+    _, cu_seqlens, _ = unpad_input(torch.tensor([[1, 1, 0, 1, 1, 1]]))
+    assert cu_seqlens.tolist() == [0, 2, 5]
+
+
 def test_all_padding_is_an_error():
     with pytest.raises(ValueError, match="no real token"):
         unpad_input(torch.zeros(2, 3, dtype=torch.long))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.model.alibi import alibi_bias
 from mosaic_pretrain.model.padding import document_layout, from_document_batch, to_document_batch
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ class VarlenBatch:
     cu_seqlens: torch.Tensor  # (documents + 1,) int32
     max_seqlen: int
     alibi_slopes: torch.Tensor  # (heads,) float32
-    alibi_bias_table: torch.Tensor  # (heads, n, n) float32 with n >= max_seqlen
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -77,8 +77,12 @@ class VarlenBatch:
         return self.cached("key_is_real", build)
 
     def alibi(self) -> torch.Tensor:
-        """(heads, max_seqlen, max_seqlen) float32 ALiBi bias for this batch."""
-        return self.alibi_bias_table[:, : self.max_seqlen, : self.max_seqlen]
+        """(heads, max_seqlen, max_seqlen) float32 ALiBi bias, built for this batch's length only.
+
+        Built per batch rather than kept in a buffer: it costs one small elementwise kernel, grows
+        with no fixed maximum, and cannot be overwritten by DDP's buffer broadcast.
+        """
+        return self.cached("alibi", lambda: alibi_bias(self.alibi_slopes, self.max_seqlen))
 
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, VarlenBatch, float], torch.Tensor]
@@ -181,7 +185,7 @@ def flex_attention(
             same_document, None, None, total, total, device=query.device, _compile=on_cuda
         ),
     )
-    slopes = batch.alibi_slopes
+    slopes = batch.alibi_slopes.float()
 
     def alibi(score, b, h, q_idx, kv_idx):
         return score - slopes[h] * (q_idx - kv_idx).abs()
@@ -218,7 +222,7 @@ def flash_attention(
         max_seqlen_k=batch.max_seqlen,
         dropout_p=dropout_p,
         causal=False,
-        alibi_slopes=batch.alibi_slopes,
+        alibi_slopes=batch.alibi_slopes.float(),  # flash-attn requires float32 slopes
     )
 
 
@@ -267,17 +271,33 @@ def check_backend_name(name: str) -> None:
         raise ConfigError(f"attention_backend={name!r} cannot run: {reason}")
 
 
-def resolve_backend(name: str, device: torch.device, attention_dropout: float) -> str:
-    """The concrete backend for `name` on `device`; `auto` picks the fastest that can run there.
+# FlashAttention-2 runs on Ampere (compute capability 8.0) and newer.
+FLASH_ATTN_MIN_CAPABILITY = (8, 0)
 
-    On CUDA: flash_attn when installed (hand-written varlen kernel with ALiBi built in), else
-    compiled flex unless attention dropout is on (flex has none), else sdpa. On CPU: sdpa, which
-    beats the eager reference and uncompiled flex.
+
+def _flash_attn_can_run(device: torch.device, dtype: torch.dtype) -> bool:
+    return (
+        dtype in (torch.float16, torch.bfloat16)
+        and backend_unavailable_reason("flash_attn") is None
+        and torch.cuda.get_device_capability(device) >= FLASH_ATTN_MIN_CAPABILITY
+    )
+
+
+def resolve_backend(
+    name: str, device: torch.device, dtype: torch.dtype, attention_dropout: float
+) -> str:
+    """The concrete backend for `name` on `device` computing in `dtype`; `auto` picks the fastest
+    that can run there.
+
+    On CUDA: flash_attn when installed and the compute dtype is fp16/bf16 on an Ampere or newer
+    GPU (hand-written varlen kernel with ALiBi built in), else compiled flex unless attention
+    dropout is on (flex has none), else sdpa. On CPU: sdpa, which beats the eager reference and
+    uncompiled flex.
     """
     if name != AUTO:
         return name
     if device.type == "cuda":
-        if backend_unavailable_reason("flash_attn") is None:
+        if _flash_attn_can_run(device, dtype):
             return "flash_attn"
         if attention_dropout == 0.0 and backend_unavailable_reason("flex") is None:
             return "flex"

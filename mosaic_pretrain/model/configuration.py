@@ -56,9 +56,9 @@ class MosaicBertConfig(PretrainedConfig):
         layer_norm_eps: LayerNorm epsilon.
         pad_token_id: id of the padding token (its embedding row starts at zero).
         initializer_range: standard deviation of the normal weight init.
-        alibi_starting_size (ours): number of positions the ALiBi bias table is first built for.
-            Longer inputs grow it on the fly; it is a cache, never saved with the weights, so it
-            does not bound the sequence length.
+        alibi_starting_size: kept so MosaicBERT configs load unchanged (it sized MosaicBERT's
+            precomputed ALiBi table). Here the bias is computed for each batch's own length, so
+            this bounds nothing and any positive value behaves the same.
         attention_backend (ours): `eager | sdpa | flex | flash_attn | auto`, see `attention.py`.
         low_precision_layernorm (ours): run LayerNorm in the autocast dtype (bf16) instead of
             float32, which saves memory traffic; MosaicBERT's recipe.
@@ -110,10 +110,6 @@ class MosaicBertConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
     def validate(self) -> None:
         """Raise one ConfigError listing every invalid field."""

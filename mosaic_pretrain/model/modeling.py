@@ -21,7 +21,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
-from mosaic_pretrain.model.alibi import alibi_bias, alibi_slopes
+from mosaic_pretrain.model.alibi import alibi_slopes
 from mosaic_pretrain.model.attention import (
     ATTENTION_BACKENDS,
     VarlenBatch,
@@ -88,7 +88,7 @@ class MosaicBertAttention(nn.Module):
     def __init__(self, config: MosaicBertConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
+        self.head_dim = config.hidden_size // config.num_attention_heads
         self.dropout_p = config.attention_probs_dropout_prob
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.output = nn.Linear(config.hidden_size, config.hidden_size)
@@ -106,7 +106,7 @@ class MosaicBertAttention(nn.Module):
 
 
 class MosaicBertGatedMLP(nn.Module):
-    """GeGLU feed-forward (Shazeer 2020): `W_o (gelu(x W_g) * x W_v)`, then residual and LayerNorm.
+    """GeGLU feed-forward (Shazeer 2020): `W_o dropout(gelu(x W_g) * x W_v)`, residual, LayerNorm.
 
     Gate and value come from one matmul of width 2*I (faster than two of width I); the gate
     projection has no bias, as in MosaicBERT.
@@ -123,8 +123,8 @@ class MosaicBertGatedMLP(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)  # (T, I) x2
-        out = self.wo(self.act(gate) * value)  # (T, H)
-        return self.LayerNorm(hidden + self.dropout(out))
+        out = self.wo(self.dropout(self.act(gate) * value))  # (T, H)
+        return self.LayerNorm(hidden + out)
 
 
 class MosaicBertLayer(nn.Module):
@@ -138,31 +138,30 @@ class MosaicBertLayer(nn.Module):
 
 
 class MosaicBertEncoder(nn.Module):
-    """The layer stack, plus what all layers share: ALiBi slopes and bias, the backend choice."""
+    """The layer stack, plus what all layers share: ALiBi slopes and the backend choice."""
 
     def __init__(self, config: MosaicBertConfig):
         super().__init__()
         check_backend_name(config.attention_backend)
         self.attention_backend = config.attention_backend
         self.attention_dropout = config.attention_probs_dropout_prob
+        self.num_heads = config.num_attention_heads
         self.layer = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
-        slopes = alibi_slopes(config.num_attention_heads)
-        # Non-persistent: derived from the head count, never part of a checkpoint.
-        self.register_buffer("alibi_slopes", slopes, persistent=False)
-        self.register_buffer(
-            "alibi_bias_table", alibi_bias(slopes, config.alibi_starting_size), persistent=False
-        )
+        # Plain attributes, not buffers: derived from the head count, so never checkpointed, never
+        # cast by `model.to(bfloat16)` (flash-attn needs float32 slopes), never broadcast by DDP.
+        self._slopes_by_device: dict[torch.device, torch.Tensor] = {}
         self.last_backend: str | None = None
 
-    def _alibi_table(self, length: int) -> torch.Tensor:
-        """The cached bias table, regrown (to the next power of two) for longer inputs."""
-        if self.alibi_bias_table.shape[-1] < length:
-            new_size = 1 << (length - 1).bit_length()
-            self.alibi_bias_table = alibi_bias(self.alibi_slopes, new_size)
-        return self.alibi_bias_table
+    def _slopes(self, device: torch.device) -> torch.Tensor:
+        if device not in self._slopes_by_device:
+            self._slopes_by_device[device] = alibi_slopes(self.num_heads).to(device)
+        return self._slopes_by_device[device]
 
-    def _backend_for(self, device: torch.device) -> str:
-        backend = resolve_backend(self.attention_backend, device, self.attention_dropout)
+    def _backend_for(self, hidden: torch.Tensor) -> str:
+        device = hidden.device
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else hidden.dtype
+        backend = resolve_backend(self.attention_backend, device, dtype, self.attention_dropout)
         if backend != self.last_backend:
             logger.info(
                 "MosaicBERT attention: %s backend on %s (attention_backend=%r)",
@@ -181,13 +180,8 @@ class MosaicBertEncoder(nn.Module):
         keep_all_layers: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(T, H) -> (T, H), and each layer's input and the final output when asked."""
-        batch = VarlenBatch(
-            cu_seqlens=cu_seqlens,
-            max_seqlen=max_seqlen,
-            alibi_slopes=self.alibi_slopes,
-            alibi_bias_table=self._alibi_table(max_seqlen),
-        )
-        backend = self._backend_for(hidden.device)
+        batch = VarlenBatch(cu_seqlens, max_seqlen, self._slopes(hidden.device))
+        backend = self._backend_for(hidden)
         all_layers = [hidden] if keep_all_layers else []
         for layer in self.layer:
             hidden = layer(hidden, batch, backend)
@@ -252,6 +246,12 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
     config_class = MosaicBertConfig
     base_model_prefix = "bert"
     supports_gradient_checkpointing = False
+    _no_split_modules = ("MosaicBertLayer",)
+
+    def __init__(self, config: MosaicBertConfig, *args, **kwargs):
+        # Again here: `from_pretrained(path, key=value)` sets overrides after the config was built.
+        config.validate()
+        super().__init__(config, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's init: normal(0, initializer_range) weights, zero biases, unit LayerNorms."""
@@ -267,6 +267,11 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def _as_requested(self, output, return_dict: bool | None):
+        """A ModelOutput, or a tuple when `return_dict=False` (or the config says so)."""
+        use_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return output if use_dict else output.to_tuple()
 
 
 def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -332,7 +337,7 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         return_dict: bool | None = None,
         **unused,
     ) -> BaseModelOutputWithPooling | tuple:
-        _refuse_attention_outputs(output_attentions)
+        _refuse_unsupported(output_attentions, unused)
         encoding = self.encode(
             input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
         )
@@ -348,14 +353,21 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
             pooler_output=pooled_output,
             hidden_states=hidden_states,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return self._as_requested(output, return_dict)
 
 
-def _refuse_attention_outputs(output_attentions: bool | None) -> None:
+def _refuse_unsupported(output_attentions: bool | None, unused: dict) -> None:
+    """Arguments BERT takes that we cannot honour: an error, never silently ignored."""
     if output_attentions:
         raise ValueError(
             "MosaicBERT cannot return attention probabilities: its fused attention kernels never "
             "materialize them"
+        )
+    given = sorted(name for name, value in unused.items() if value is not None)
+    if given:
+        raise ValueError(
+            f"MosaicBERT does not take {', '.join(given)} (no position ids with ALiBi; inputs "
+            "are token ids)"
         )
 
 
@@ -399,7 +411,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
         return_dict: bool | None = None,
         **unused,
     ) -> MosaicBertMaskedLMOutput | tuple:
-        _refuse_attention_outputs(output_attentions)
+        _refuse_unsupported(output_attentions, unused)
         encoding = self.bert.encode(
             input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
         )
@@ -421,7 +433,7 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             hidden_states=hidden_states,
             masked_token_indices=masked_token_indices,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return self._as_requested(output, return_dict)
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -459,26 +471,30 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
             token_type_ids=token_type_ids,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            return_dict=True,
+            **unused,
         )
         logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None if labels is None else self._loss(logits, labels)
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=encoded.hidden_states
         )
-        return output if return_dict is not False else output.to_tuple()
+        return self._as_requested(output, return_dict)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """transformers' problem types: regression, single-label or multi-label classification."""
         if self.config.problem_type is None:
             if self.num_labels == 1:
                 self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
+            elif not labels.is_floating_point():
                 self.config.problem_type = "single_label_classification"
             else:
                 self.config.problem_type = "multi_label_classification"
         logits = logits.float()
         if self.config.problem_type == "regression":
-            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            if self.num_labels == 1:
+                return F.mse_loss(logits.view(-1), labels.float().view(-1))
+            return F.mse_loss(logits, labels.float())
         if self.config.problem_type == "single_label_classification":
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.long().view(-1))
         return F.binary_cross_entropy_with_logits(logits, labels.float())

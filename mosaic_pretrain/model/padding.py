@@ -6,9 +6,10 @@ and LayerNorms then never see padding.
 
 The attention mask follows transformers' convention (0 = padding, non-zero = real token) and
 extends it for packed rows: within a row, each maximal run of one non-zero value is a document,
-so `[1, 1, 1, 2, 2, 0]` holds two documents and one padding token. A plain 0/1 mask is one
-document per row. Documents never attend to each other, and ALiBi distances are counted within a
-document over real tokens only, so left padding and right padding give the same result.
+so `[1, 1, 1, 2, 2, 0]` holds two documents and one padding token, and padding inside a run
+(`[1, 1, 0, 1]`) ends it. A plain 0/1 mask is one document per row. Documents never attend to
+each other, and ALiBi distances are counted within a document, so left padding and right
+padding give the same result.
 """
 
 import torch
@@ -35,7 +36,11 @@ def unpad_input(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     document_labels = flat_mask[indices]
     rows = torch.div(indices, seqlen, rounding_mode="floor")
     starts_document = torch.ones(total, dtype=torch.bool, device=indices.device)
-    starts_document[1:] = (rows[1:] != rows[:-1]) | (document_labels[1:] != document_labels[:-1])
+    starts_document[1:] = (
+        (rows[1:] != rows[:-1])  # a new row
+        | (document_labels[1:] != document_labels[:-1])  # a new label
+        | (indices[1:] != indices[:-1] + 1)  # padding in between: a new run
+    )
     starts = torch.nonzero(starts_document, as_tuple=True)[0]
     cu_seqlens = F.pad(starts, (0, 1), value=total).to(torch.int32)
     max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())

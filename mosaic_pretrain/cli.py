@@ -43,12 +43,117 @@ def _run_smoke(args: argparse.Namespace) -> None:
     )
 
 
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    from mosaic_pretrain.data.convert import COMPRESSIONS, OUTPUT_FORMATS
+    from mosaic_pretrain.data.sources import TXT_SPLITS
+
+    convert = subparsers.add_parser(
+        "convert",
+        help="turn documents (local .jsonl/.txt, or hf:NAME) into MDS shards for training",
+        description="Writes OUT/train and OUT/val as MDS shards. Without --source, converts the "
+        "public-domain English corpus shipped with the package.",
+    )
+    convert.add_argument(
+        "--source",
+        nargs="+",
+        default=None,
+        help="files or folders of .jsonl/.txt (optionally .gz/.bz2/.xz), or one "
+        "hf:NAME Hugging Face dataset (e.g. hf:allenai/c4 --hf-config en)",
+    )
+    convert.add_argument("--out", required=True, help="output folder")
+    convert.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="text",
+        help="store raw text, or pre-tokenized input_ids",
+    )
+    convert.add_argument("--tokenizer", default="bert-base-uncased")
+    convert.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="share of local documents routed to val (seeded)",
+    )
+    convert.add_argument("--val-source", nargs="+", default=(), help="local files for val")
+    convert.add_argument("--hf-config", default=None, help="Hugging Face dataset config, e.g. en")
+    convert.add_argument(
+        "--hf-split",
+        action="append",
+        default=None,
+        metavar="OURS=THEIRS",
+        help="map our split to the dataset's (default train=train, "
+        "val=validation); repeat for each",
+    )
+    convert.add_argument(
+        "--max-documents",
+        type=int,
+        default=None,
+        help="stop each split's source after this many documents",
+    )
+    convert.add_argument("--text-field", default="text")
+    convert.add_argument(
+        "--txt-split",
+        choices=TXT_SPLITS,
+        default="paragraphs",
+        help="what a document is in a .txt file",
+    )
+    convert.add_argument(
+        "--skip-empty", action="store_true", help="drop empty documents instead of stopping"
+    )
+    convert.add_argument("--compression", choices=COMPRESSIONS, default="zstd")
+    convert.add_argument("--shard-size", default="64mb", help="e.g. 64mb")
+    convert.add_argument("--workers", type=int, default=1, help="tokenizing processes")
+    convert.add_argument("--seed", type=int, default=17, help="seed of the val assignment")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing conversion made with other options",
+    )
+    convert.add_argument("--no-progress", action="store_true")
+    convert.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.data.convert import ConvertOptions, convert, parse_size
+    from mosaic_pretrain.data.sources import SourceOptions
+    from mosaic_pretrain.errors import ConfigError
+
+    hf_splits = ConvertOptions.hf_splits
+    if args.hf_split:
+        pairs = [mapping.split("=", 1) for mapping in args.hf_split]
+        if any(len(pair) != 2 or not all(pair) for pair in pairs):
+            raise ConfigError("--hf-split takes OURS=THEIRS, e.g. --hf-split val=validation")
+        hf_splits = tuple((ours, theirs) for ours, theirs in pairs)
+    options = ConvertOptions(
+        **({"sources": tuple(args.source)} if args.source else {}),
+        output_format=args.format,
+        tokenizer_name=args.tokenizer,
+        val_fraction=args.val_fraction,
+        val_sources=tuple(args.val_source),
+        hf_config=args.hf_config,
+        hf_splits=hf_splits,
+        max_documents=args.max_documents,
+        seed=args.seed,
+        compression=args.compression,
+        shard_size_bytes=parse_size(args.shard_size),
+        source_options=SourceOptions(args.text_field, args.txt_split, args.skip_empty),
+    )
+    convert(
+        options,
+        args.out,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_smoke(subparsers)
+    _add_convert(subparsers)
     return parser
 
 

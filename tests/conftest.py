@@ -1,5 +1,11 @@
 """Tiny-model factories shared by the tests: small enough that a forward pass takes milliseconds."""
 
+import os
+
+# No hub access here or in CI: fail at once instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 import pytest
 import torch
 
@@ -45,3 +51,10 @@ def make_ids(lengths: list[int], seqlen: int, vocab_size: int = 128, seed: int =
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer():
+    from mosaic_pretrain.data.tokenizer import load_tokenizer
+
+    return load_tokenizer("bert-base-uncased")

@@ -1,0 +1,1 @@
+"""Data: tokenizer and vocabulary, MDS conversion, streaming datasets, MLM collation."""

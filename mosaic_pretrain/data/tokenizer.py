@@ -1,0 +1,72 @@
+"""Tokenizers by name, offline first, and the model vocabulary size derived from them.
+
+`bert-base-uncased` is shipped with the package, so the default recipes never touch the hub. Any
+other name is a local directory (`tokenizer.save_pretrained(DIR)`) or a Hugging Face hub name.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
+
+from mosaic_pretrain.errors import DataError
+from mosaic_pretrain.model.configuration import round_vocab_size
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_CORPUS = ASSETS / "public_domain_en.jsonl.xz"
+BUNDLED_VOCABULARIES = {"bert-base-uncased": ASSETS / "bert-base-uncased-vocab.txt"}
+# bert-base-uncased was trained with 512 positions; our model has no such limit, but tokenizers
+# warn past model_max_length, so keep the published value.
+BERT_MODEL_MAX_LENGTH = 512
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a local directory, the shipped vocabulary or the hub, in that order."""
+    if Path(name_or_path).is_dir():
+        return _from_pretrained(name_or_path, local=True)
+    if name_or_path in BUNDLED_VOCABULARIES:
+        return BertTokenizerFast(
+            vocab_file=str(BUNDLED_VOCABULARIES[name_or_path]),
+            do_lower_case=True,
+            model_max_length=BERT_MODEL_MAX_LENGTH,
+            name_or_path=name_or_path,
+        )
+    return _from_pretrained(name_or_path, local=False)
+
+
+def _from_pretrained(name_or_path: str, local: bool) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except (OSError, ValueError) as error:
+        where = "the directory" if local else "the Hugging Face hub name"
+        raise DataError(
+            f"tokenizer {name_or_path!r} cannot be loaded from {where} ({_first_line(error)}); "
+            "without hub access, save it on a connected machine with "
+            "`AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)` and set tokenizer_name "
+            f"to DIR (shipped offline: {', '.join(BUNDLED_VOCABULARIES)})"
+        ) from None
+    if not tokenizer.is_fast:
+        raise DataError(f"tokenizer {name_or_path!r} has no fast (Rust) version, which we need")
+    return tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The one place the model's vocabulary is derived: the tokenizer's size rounded up to 64."""
+    return round_vocab_size(len(tokenizer))
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of the token -> id mapping: equal for the same tokenizer however it was loaded."""
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest()[:16]
+
+
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids never masked or used as random replacements: [CLS], [SEP], [PAD], [MASK], [UNK]..."""
+    return sorted(set(tokenizer.all_special_ids))

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from mosaic_pretrain.data.collator import MLMCollator, Sample, pack_rows
+from mosaic_pretrain.errors import ConfigError
+
+SPECIALS = torch.tensor([0, 100, 101, 102, 103])
+
+
+def random_samples(count: int, max_len: int = 128, seed: int = 0) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(count):
+        body = rng.integers(1000, 30000, rng.integers(1, max_len - 1))
+        samples.append(Sample(np.concatenate([[101], body, [102]]), index))
+    return samples
+
+
+@pytest.mark.parametrize("rate", [0.30, 0.15])
+def test_masking_statistics(bert_tokenizer, rate):
+    collator = MLMCollator(bert_tokenizer, rate, 128, seed=3)
+    samples = random_samples(2000)
+    batch = collator(samples)
+    original = collator._layout(samples)[0]
+    original = torch.from_numpy(original)
+    real = batch["attention_mask"] != 0
+    maskable = real & ~torch.isin(original, SPECIALS)
+    chosen = batch["labels"] != -100
+    assert not (chosen & ~maskable).any()  # never specials or padding
+    assert torch.equal(batch["input_ids"][~chosen], original[~chosen])  # untouched elsewhere
+    assert torch.equal(batch["labels"][chosen], original[chosen])
+    assert abs(chosen.sum() / maskable.sum() - rate) < 0.005  # ~150k candidate tokens
+    outcome = batch["input_ids"][chosen]
+    kept = (outcome == original[chosen]).float().mean()
+    masked = (outcome == 103).float().mean()
+    assert abs(masked - 0.8) < 0.01
+    # random replacements land on the original token 1/30k of the time: "kept" is ~10%
+    assert abs(kept - 0.1) < 0.01
+    assert not torch.isin(outcome[outcome != 103], SPECIALS).any()
+
+
+def test_masking_is_reproducible_and_depends_on_the_seed(bert_tokenizer):
+    samples = random_samples(64)
+    first = MLMCollator(bert_tokenizer, 0.3, 128, seed=1)(samples)
+    again = MLMCollator(bert_tokenizer, 0.3, 128, seed=1)(samples)
+    other = MLMCollator(bert_tokenizer, 0.3, 128, seed=2)(samples)
+    for key in first:
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first["labels"], other["labels"])
+
+
+def test_batches_are_padded_to_max_seq_len(bert_tokenizer):
+    batch = MLMCollator(bert_tokenizer, 0.3, 64, seed=0)(random_samples(8, max_len=20))
+    assert batch["input_ids"].shape == (8, 64)
+    assert batch["sample_index"].tolist() == list(range(8))
+    assert (batch["token_type_ids"] == 0).all()
+
+
+def test_packing_keeps_documents_apart_and_within_max_seq_len(bert_tokenizer):
+    samples = random_samples(100, max_len=60, seed=4)
+    batch = MLMCollator(bert_tokenizer, 0.0, 128, seed=0, packing=True)(samples)
+    mask = batch["attention_mask"]
+    assert mask.shape[1] == 128 and mask.shape[0] < len(samples)
+    assert (mask != 0).sum() == sum(len(s.input_ids) for s in samples)  # every token, once
+    found = []
+    for row_ids, row_mask in zip(batch["input_ids"], mask, strict=True):
+        for document in row_mask.unique():
+            if document == 0:
+                continue
+            found.append(row_ids[row_mask == document].tolist())
+    assert sorted(found) == sorted(s.input_ids.tolist() for s in samples)
+    assert sorted(batch["sample_index"].tolist()) == list(range(100))
+
+
+def test_pack_rows_first_fit_decreasing():
+    assert pack_rows([5, 3, 4, 2, 6], 8) == [[3, 4], [0, 1], [2]]
+    rows = pack_rows([7, 7, 1, 1], 8)
+    assert all(sum([7, 7, 1, 1][i] for i in row) <= 8 for row in rows)
+
+
+def test_bad_mlm_probability(bert_tokenizer):
+    with pytest.raises(ConfigError, match="mlm_probability must be in"):
+        MLMCollator(bert_tokenizer, 1.5, 128)

@@ -25,3 +25,15 @@ def test_attention_benchmark_writes_json_and_markdown(tmp_path):
     assert by_backend["sdpa"]["max_abs_logit_diff_vs_eager_fp32"] < 1e-4
     assert by_backend["sdpa"]["real_tokens"] > 0
     assert "| sdpa |" in (tmp_path / "r.md").read_text()
+
+
+def test_data_benchmark_measures_every_path():
+    from mosaic_pretrain.bench.data_pipeline import results_markdown, run_data_benchmark
+
+    record = run_data_benchmark(batch_size=8, max_seq_len=64, batches=2, repeats=1)
+    paths = {row["path"]: row for row in record["results"]}
+    assert set(paths) == {"pretokenized", "text", "hf_collator", "our_collator"}
+    assert all(row["tokens_per_s"] > 0 for row in paths.values())
+    # the same samples reach every path
+    assert len({row["real_tokens"] for row in paths.values()}) == 1
+    assert "| pretokenized |" in results_markdown(record)

@@ -150,8 +150,13 @@ def test_pretokenized_data_refuses_another_tokenizer(tmp_path, converted, bert_t
 def test_remote_shards_are_fetched_into_the_local_cache(tmp_path, converted, bert_tokenizer):
     """The `remote` path (s3://, gs://, ... in real use; a folder here) with a local cache."""
     cache = tmp_path / "cache"
-    data = MLMStreamingDataset(remote=str(converted / "text"), local=str(cache), split="train",
-                               tokenizer=bert_tokenizer, max_seq_len=64)
+    data = MLMStreamingDataset(
+        remote=str(converted / "text"),
+        local=str(cache),
+        split="train",
+        tokenizer=bert_tokenizer,
+        max_seq_len=64,
+    )
     local = dataset(converted / "text", bert_tokenizer)
     assert np.array_equal(data[59].input_ids, local[59].input_ids)
     assert (cache / "train" / "index.json").exists()

@@ -30,3 +30,16 @@ def test_unreachable_hub_tokenizer_says_how_to_use_a_local_one():
     message = str(error.value)
     assert "no-such-org/no-such-tokenizer" in message and "save_pretrained(DIR)" in message
     assert "\n" not in message
+
+
+def test_model_config_records_the_tokenizer_and_padded_vocabulary(tmp_path, bert_tokenizer):
+    from transformers import AutoConfig
+
+    from mosaic_pretrain.data.tokenizer import model_config_for
+
+    model_config_for(bert_tokenizer, "mini").save_pretrained(tmp_path)
+    saved = AutoConfig.from_pretrained(tmp_path)
+    assert saved.vocab_size == 30528
+    assert saved.tokenizer_vocab_size == 30522
+    assert saved.tokenizer_name == "bert-base-uncased"
+    assert saved.pad_token_id == 0

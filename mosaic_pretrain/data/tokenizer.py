@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 from mosaic_pretrain.errors import DataError
-from mosaic_pretrain.model.configuration import round_vocab_size
+from mosaic_pretrain.model.configuration import MosaicBertConfig, round_vocab_size
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_CORPUS = ASSETS / "public_domain_en.jsonl.xz"
@@ -59,6 +59,20 @@ def _first_line(error: Exception) -> str:
 def model_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
     """The one place the model's vocabulary is derived: the tokenizer's size rounded up to 64."""
     return round_vocab_size(len(tokenizer))
+
+
+def model_config_for(
+    tokenizer: PreTrainedTokenizerBase, preset: str = "base", **overrides
+) -> MosaicBertConfig:
+    """A MosaicBERT config sized for `tokenizer`, which it records (saved in config.json)."""
+    return MosaicBertConfig.from_preset(
+        preset,
+        vocab_size=model_vocab_size(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        tokenizer_name=tokenizer.name_or_path,
+        tokenizer_vocab_size=len(tokenizer),
+        **overrides,
+    )
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

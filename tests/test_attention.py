@@ -164,3 +164,68 @@ def test_bf16_backend_on_gpu_matches_float32_eager(tiny_config, backend):
     grad_ref = reference.bert.encoder.layer[0].attention.Wqkv.weight.grad
     cosine = torch.nn.functional.cosine_similarity(grad.flatten(), grad_ref.flatten(), dim=0)
     assert cosine > 0.99
+
+
+def fake_flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+    block_table=None,
+):
+    """flash-attn 2's signature and input contract, computed the slow way on CPU. Its ALiBi,
+    without causal masking, is `-slope * |i + seqlen_k - seqlen_q - j|`."""
+    assert cu_seqlens_q.dtype == cu_seqlens_k.dtype == torch.int32
+    assert alibi_slopes.dtype == torch.float32 and alibi_slopes.shape == (q.shape[1],)
+    assert not causal and dropout_p == 0.0
+    assert max_seqlen_q == int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+    lengths = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).tolist()
+    outputs, start = [], 0
+    for length in lengths:
+        qd, kd, vd = (t[start : start + length].transpose(0, 1).float() for t in (q, k, v))
+        i = torch.arange(length)
+        bias = -alibi_slopes[:, None, None] * (i[:, None] - i[None, :]).abs()
+        scale = softmax_scale or q.shape[-1] ** -0.5
+        scores = qd @ kd.transpose(-1, -2) * scale + bias
+        outputs.append((scores.softmax(-1) @ vd).transpose(0, 1).to(q.dtype))
+        start += length
+    return torch.cat(outputs)
+
+
+def test_flash_attn_backend_calls_the_kernel_correctly(monkeypatch, tiny_config):
+    """Without a GPU: a stand-in flash_attn module checks our arguments and computes the
+    kernel's documented result, which must match eager."""
+    import sys
+    import types
+
+    fake = types.ModuleType("flash_attn")
+    fake.flash_attn_varlen_func = fake_flash_attn_varlen_func
+    monkeypatch.setitem(sys.modules, "flash_attn", fake)
+    monkeypatch.setattr(attention, "_check_flash_inputs", lambda query: None)
+    attention._flash_attn_import_error.cache_clear()
+    try:
+        reference = MosaicBertModel(tiny_config()).eval()
+        model = MosaicBertModel(tiny_config(attention_backend="flash_attn")).eval()
+        model.load_state_dict(reference.state_dict())
+        ids, mask = make_ids([20, 7, 13], 24)
+        mask[0, 9:20] = 2
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model(ids, mask).last_hidden_state,
+                reference(ids, mask).last_hidden_state,
+                rtol=1e-5,
+                atol=1e-5,
+            )
+    finally:
+        attention._flash_attn_import_error.cache_clear()

@@ -196,6 +196,15 @@ def flex_attention(
     return out.squeeze(0).transpose(0, 1)
 
 
+def _check_flash_inputs(query: torch.Tensor) -> None:
+    if query.device.type != "cuda" or query.dtype not in (torch.float16, torch.bfloat16):
+        raise ConfigError(
+            f"attention_backend='flash_attn' needs CUDA tensors in fp16/bf16, got {query.dtype} "
+            f"on {query.device.type}: train with precision amp_bf16 on a GPU, or choose "
+            "attention_backend='sdpa'"
+        )
+
+
 def flash_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -206,12 +215,7 @@ def flash_attention(
     """FlashAttention-2's varlen kernel: takes the unpadded layout and ALiBi slopes natively."""
     from flash_attn import flash_attn_varlen_func
 
-    if query.device.type != "cuda" or query.dtype not in (torch.float16, torch.bfloat16):
-        raise ConfigError(
-            f"attention_backend='flash_attn' needs CUDA tensors in fp16/bf16, got {query.dtype} "
-            f"on {query.device.type}: train with precision amp_bf16 on a GPU, or choose "
-            "attention_backend='sdpa'"
-        )
+    _check_flash_inputs(query)
     return flash_attn_varlen_func(
         query,
         key,

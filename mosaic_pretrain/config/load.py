@@ -1,0 +1,210 @@
+"""Load a recipe: YAML + `key=value` overrides, merged into the typed schema at every depth.
+
+An unknown key (with omegaconf's "did you mean"), a wrong type, a bad choice, a missing required
+key or an impossible combination becomes one `ConfigError` line naming the dotted key, before
+anything is built.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from mosaic_pretrain.config.schema import PretrainConfig
+from mosaic_pretrain.errors import ConfigError
+
+TIME_UNITS = ("ba", "sp", "tok", "ep")
+_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ba|sp|tok|ep|dur)\s*$")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A Composer time string, parsed: `3500ba` -> Duration(3500, "ba")."""
+
+    value: float
+    unit: str
+
+
+def parse_time(key: str, text: str, allow_fraction_of_run: bool = False) -> Duration:
+    match = _TIME.match(str(text))
+    units = (*TIME_UNITS, "dur") if allow_fraction_of_run else TIME_UNITS
+    if not match or match.group(2) not in units:
+        raise ConfigError(
+            f"{key}: {text!r} is not a time; write a number and one of {', '.join(units)} "
+            "(e.g. 2000ba)"
+        )
+    value, unit = float(match.group(1)), match.group(2)
+    if unit != "dur" and not value.is_integer():
+        raise ConfigError(f"{key}: {text!r} must be a whole number of {unit}")
+    return Duration(value, unit)
+
+
+def _describe(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None) or "?"
+    message = str(getattr(error, "msg", None) or error).strip().splitlines()[0]
+    if isinstance(error, ConfigKeyError):
+        return f"unknown key {key!r}: {message}"
+    if isinstance(error, MissingMandatoryValue):
+        return f"missing required key {key!r}: set it in the recipe or as {key}=VALUE"
+    if isinstance(error, InterpolationResolutionError):
+        return f"{key}: cannot resolve an interpolation ({message})"
+    return f"{key}: {message}"
+
+
+def _load_yaml(path: Path):
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"recipe {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(loaded, dict) and not OmegaConf.is_dict(loaded):
+        raise ConfigError(f"recipe {path} must be a mapping of keys to values")
+    return loaded
+
+
+def _parse_overrides(overrides: list[str]):
+    for override in overrides:
+        if "=" not in override or not override.split("=", 1)[0].strip():
+            raise ConfigError(f"override {override!r} is not key=value (e.g. optimizer.lr=1e-4)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"overrides: {_describe(error)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> PretrainConfig:
+    """The validated recipe at `path` with `overrides` applied, for `world_size` devices."""
+    schema = OmegaConf.structured(PretrainConfig)
+    try:
+        merged = OmegaConf.merge(schema, _load_yaml(Path(path)), _parse_overrides(list(overrides)))
+        config = OmegaConf.to_object(merged)
+    except (
+        ConfigKeyError,
+        ValidationError,
+        MissingMandatoryValue,
+        InterpolationResolutionError,
+    ) as error:
+        raise ConfigError(_describe(error)) from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(_describe(error)) from None
+    validate(config, world_size)
+    return config
+
+
+def validate(config: PretrainConfig, world_size: int = 1) -> None:
+    """Cross-key checks the types cannot express; every problem found, in one line."""
+    problems = []
+
+    def check(condition: bool, message: str) -> None:
+        if not condition:
+            problems.append(message)
+
+    try:
+        duration = parse_time("max_duration", config.max_duration)
+        for key in ("eval_interval", "save_interval", "console_log_interval"):
+            parse_time(key, getattr(config, key))
+        warmup = parse_time(
+            "scheduler.t_warmup", config.scheduler.t_warmup, allow_fraction_of_run=True
+        )
+    except ConfigError as error:
+        problems.append(str(error))
+        duration = warmup = None
+    if duration is not None and warmup is not None:
+        check(
+            _warmup_fits(warmup, duration, config.global_train_batch_size),
+            f"scheduler.t_warmup={config.scheduler.t_warmup} is not shorter than "
+            f"max_duration={config.max_duration}",
+        )
+
+    microbatch = config.device_train_microbatch_size
+    if isinstance(microbatch, str):
+        check(
+            microbatch == "auto",
+            f"device_train_microbatch_size={microbatch!r}: a positive integer or auto",
+        )
+    else:
+        check(microbatch > 0, "device_train_microbatch_size must be positive")
+    check(config.global_train_batch_size > 0, "global_train_batch_size must be positive")
+    if config.global_train_batch_size > 0 and isinstance(microbatch, int) and microbatch > 0:
+        per_device, remainder = divmod(config.global_train_batch_size, world_size)
+        check(
+            remainder == 0 and per_device % microbatch == 0,
+            f"global_train_batch_size={config.global_train_batch_size} is not divisible by "
+            f"world size {world_size} x device_train_microbatch_size={microbatch}",
+        )
+    check(config.device_eval_batch_size > 0, "device_eval_batch_size must be positive")
+    check(0.0 < config.mlm_probability < 1.0, "mlm_probability must be in (0, 1)")
+    check(config.max_seq_len > 2, "max_seq_len must be at least 3 (two special tokens + text)")
+    check(config.optimizer.lr > 0, "optimizer.lr must be positive")
+    check(
+        len(config.optimizer.betas) == 2 and all(0 <= b < 1 for b in config.optimizer.betas),
+        f"optimizer.betas must be two numbers in [0, 1), got {config.optimizer.betas}",
+    )
+    check(config.optimizer.eps > 0, "optimizer.eps must be positive")
+    check(config.optimizer.weight_decay >= 0, "optimizer.weight_decay must not be negative")
+    check(0.0 <= config.scheduler.alpha_f <= 1.0, "scheduler.alpha_f must be in [0, 1]")
+    check(
+        config.save_num_checkpoints_to_keep == -1 or config.save_num_checkpoints_to_keep > 0,
+        "save_num_checkpoints_to_keep must be positive, or -1 to keep all",
+    )
+    check(
+        not config.autoresume or config.save_folder,
+        "autoresume: true needs a save_folder to find checkpoints in",
+    )
+    for name in ("train_loader", "eval_loader"):
+        loader = getattr(config, name)
+        if loader is not None:
+            check(loader.num_workers >= 0, f"{name}.num_workers must not be negative")
+            probability = loader.dataset.mlm_probability
+            check(
+                probability is None or 0.0 < probability < 1.0,
+                f"{name}.dataset.mlm_probability must be in (0, 1)",
+            )
+    problems += _model_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _warmup_fits(warmup: Duration, duration: Duration, global_batch: int) -> bool:
+    if warmup.unit == "dur":
+        return warmup.value < 1.0
+    if warmup.unit == duration.unit:
+        return warmup.value < duration.value
+    samples_per = {"ba": global_batch, "sp": 1}
+    if warmup.unit in samples_per and duration.unit in samples_per:
+        return warmup.value * samples_per[warmup.unit] < duration.value * samples_per[duration.unit]
+    return True  # epochs or tokens against another unit: known only once the data is open
+
+
+def _model_problems(config: PretrainConfig) -> list[str]:
+    from mosaic_pretrain.model.configuration import PRESETS, MosaicBertConfig
+
+    model_config = config.model.model_config
+    if model_config.preset not in PRESETS:
+        return [
+            f"model.model_config.preset={model_config.preset!r} is unknown; choose one of "
+            f"{', '.join(PRESETS)}"
+        ]
+    try:
+        MosaicBertConfig.from_preset(model_config.preset, **model_config.overrides())
+    except ConfigError as error:
+        return [f"model.model_config: {str(error).removeprefix('MosaicBertConfig: ')}"]
+    return []
+
+
+def to_yaml(config: PretrainConfig) -> str:
+    """The resolved recipe, as saved beside the checkpoints."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

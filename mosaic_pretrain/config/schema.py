@@ -1,0 +1,176 @@
+"""The typed schema of a pretraining recipe. Keys keep the names of the published MosaicBERT YAML
+files, so such a recipe loads with at most its data paths changed; new capabilities get new keys.
+
+Each field is documented where it is declared. Durations and intervals are Composer time strings:
+a number with a unit, `ba` (batches), `sp` (samples), `tok` (tokens), `ep` (epochs) or, for
+warmup, `dur` (a fraction of the run).
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ModelName(str, Enum):
+    mosaic_bert = "mosaic_bert"  # ours: ALiBi, GeGLU, unpadding
+    hf_bert = "hf_bert"  # transformers' BertForMaskedLM, the baseline
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    amp_bf16 = "amp_bf16"
+    amp_fp16 = "amp_fp16"
+
+
+class OptimizerName(str, Enum):
+    decoupled_adamw = "decoupled_adamw"  # AdamW with weight decay not scaled by the LR
+
+
+class SchedulerName(str, Enum):
+    linear_decay_with_warmup = "linear_decay_with_warmup"
+
+
+@dataclass
+class ModelConfigSection:
+    """Overrides of the model's architecture; unset (null) fields keep the preset's value."""
+
+    preset: str = "base"  # base | large | mini: the starting size (ours)
+    vocab_size: int | None = None  # default: the tokenizer's size rounded up to 64
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    hidden_dropout_prob: float | None = None
+    attention_probs_dropout_prob: float | None = None
+    type_vocab_size: int | None = None
+    layer_norm_eps: float | None = None
+    initializer_range: float | None = None
+    alibi_starting_size: int | None = None  # accepted from MosaicBERT recipes; bounds nothing
+    attention_backend: str | None = None  # eager | sdpa | flex | flash_attn | auto
+    low_precision_layernorm: bool | None = None
+
+    def overrides(self) -> dict:
+        """The fields the recipe set, for `MosaicBertConfig.from_preset(preset, **overrides)`."""
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if name != "preset" and value is not None
+        }
+
+
+@dataclass
+class ModelSection:
+    name: ModelName = ModelName.mosaic_bert
+    pretrained_model_name: str | None = None  # tokenizer or weights to start from, by name
+    tokenizer_name: str | None = None  # default: the top-level tokenizer_name
+    model_config: ModelConfigSection = field(default_factory=ModelConfigSection)
+
+
+@dataclass
+class DatasetSection:
+    local: str = "???"  # MDS folder (the cache when `remote` is set); required
+    remote: str | None = None  # s3://, gs://, ... or null to read `local` only
+    split: str | None = None  # subfolder: train / val
+    tokenizer_name: str | None = None  # default: the top-level tokenizer_name
+    max_seq_len: int | None = None  # default: the top-level max_seq_len
+    shuffle: bool = False
+    mlm_probability: float | None = None  # default: the top-level mlm_probability
+    packing: bool = False  # several documents per row, kept apart by the model (ours)
+
+
+@dataclass
+class LoaderSection:
+    name: str = "text"  # MosaicBERT's loader name, kept for compatibility; MDS either way
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    drop_last: bool = True
+    num_workers: int = 8
+
+
+@dataclass
+class OptimizerSection:
+    name: OptimizerName = OptimizerName.decoupled_adamw
+    lr: float = 5.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1.0e-6
+    weight_decay: float = 1.0e-5
+
+
+@dataclass
+class SchedulerSection:
+    name: SchedulerName = SchedulerName.linear_decay_with_warmup
+    t_warmup: str = "0.06dur"  # warmup length: a time string, `dur` = fraction of max_duration
+    alpha_f: float = 0.02  # final LR as a fraction of the peak
+
+
+@dataclass
+class FusedLayerNormSection:
+    """MosaicBERT's apex fused LayerNorm; here it turns on our low-precision LayerNorm."""
+
+
+@dataclass
+class AlgorithmsSection:
+    fused_layernorm: FusedLayerNormSection | None = None
+
+
+@dataclass
+class SpeedMonitorSection:
+    window_size: int = 100  # batches averaged for throughput and MFU
+
+
+@dataclass
+class EmptySection:
+    """A callback with no options: `lr_monitor: {}` switches it on."""
+
+
+@dataclass
+class CallbacksSection:
+    speed_monitor: SpeedMonitorSection | None = None
+    lr_monitor: EmptySection | None = None
+    memory_monitor: EmptySection | None = None
+
+
+@dataclass
+class WandbSection:
+    project: str | None = None  # without a project, runs are logged offline
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggersSection:
+    wandb: WandbSection | None = None
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining recipe. `???` marks a key the recipe must set."""
+
+    run_name: str = "???"
+    seed: int = 17
+    precision: Precision = Precision.amp_bf16
+    max_seq_len: int = 128
+    tokenizer_name: str = "bert-base-uncased"
+    mlm_probability: float = 0.3  # training masking rate; eval sets its own (0.15)
+    # The published recipes define these two and refer to them with ${data_local}.
+    data_local: str | None = None
+    data_remote: str | None = None
+    max_duration: str = "???"  # e.g. 286720000sp
+    eval_interval: str = "2000ba"
+    global_train_batch_size: int = 4096  # across all devices
+    device_train_microbatch_size: int | str = 128  # per device, or auto
+    device_eval_batch_size: int = 128
+    save_folder: str | None = None  # may contain {run_name}
+    save_interval: str = "3500ba"
+    save_num_checkpoints_to_keep: int = 1
+    load_path: str | None = None  # checkpoint to resume from
+    autoresume: bool = False  # continue from the latest checkpoint in save_folder
+    progress_bar: bool = False
+    log_to_console: bool = True
+    console_log_interval: str = "1ba"
+    model: ModelSection = field(default_factory=ModelSection)
+    train_loader: LoaderSection = field(default_factory=LoaderSection)
+    eval_loader: LoaderSection | None = None
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    scheduler: SchedulerSection = field(default_factory=SchedulerSection)
+    algorithms: AlgorithmsSection = field(default_factory=AlgorithmsSection)
+    callbacks: CallbacksSection = field(default_factory=CallbacksSection)
+    loggers: LoggersSection = field(default_factory=LoggersSection)

@@ -42,7 +42,11 @@ def test_convert_writes_complete_splits_with_summary(tmp_path, source):
     assert not list((tmp_path / "out").glob(".*partial"))
 
 
-def test_output_does_not_depend_on_worker_count(tmp_path, source):
+def test_output_does_not_depend_on_worker_count(tmp_path):
+    """Several chunks of documents per worker, so chunk order across workers matters."""
+    paragraphs = [p for text in corpus_texts(80) for p in text.split("\n") if p.strip()]
+    assert len(paragraphs) > 3 * 256
+    write_jsonl(tmp_path / "src" / "many.jsonl", paragraphs)
     for workers in (1, 2):
         convert(
             options(tmp_path, output_format="tokens"),
@@ -75,11 +79,55 @@ def test_an_interrupted_conversion_never_looks_complete_and_reruns_cleanly(tmp_p
         convert(options(tmp_path), tmp_path / "out", **QUIET)
     assert not (tmp_path / "out" / "train").exists()
     assert json.loads((tmp_path / "out" / MANIFEST).read_text())["splits"] == {}
-    broken.write_text(json.dumps({"text": "fine"}) + "\n")
+    broken.write_text(json.dumps({"text": "fine"}) + "\n")  # the source changed: start over
     lines = []
     convert(options(tmp_path), tmp_path / "out", progress=False, log=lines.append)
-    assert any("left unfinished by an interrupted run" in line for line in lines)
+    assert any("starting over" in line for line in lines)
     assert (tmp_path / "out" / "train" / "index.json").exists()
+
+
+def test_a_split_not_yet_recorded_is_redone(tmp_path, source):
+    """Killed after the rename but before the manifest update: the split is not trusted."""
+    convert(options(tmp_path), tmp_path / "out", **QUIET)
+    manifest_path = tmp_path / "out" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["splits"] = {}
+    manifest_path.write_text(json.dumps(manifest))
+    (tmp_path / "out" / ".train.partial").mkdir()
+    lines = []
+    convert(options(tmp_path), tmp_path / "out", progress=False, log=lines.append)
+    assert sum("left unfinished by an interrupted run" in line for line in lines) == 2
+    assert "train" in json.loads(manifest_path.read_text())["splits"]
+
+
+def test_only_our_folders_are_ever_removed(tmp_path, source):
+    (tmp_path / "out" / "someone_elses").mkdir(parents=True)
+    convert(options(tmp_path), tmp_path / "out", **QUIET)
+    convert(options(tmp_path, output_format="tokens"), tmp_path / "out", overwrite=True, **QUIET)
+    assert (tmp_path / "out" / "someone_elses").is_dir()
+
+
+def test_a_split_folder_we_did_not_make_is_refused(tmp_path, source):
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"exists but no conversion record"):
+        convert(options(tmp_path), tmp_path / "out", **QUIET)
+
+
+def test_changed_source_data_is_noticed(tmp_path, source):
+    convert(options(tmp_path), tmp_path / "out", **QUIET)
+    with (tmp_path / "src" / "b.txt").open("a") as handle:
+        handle.write("\nA new paragraph.\n")
+    with pytest.raises(DataError, match=r"other options \(source_files\)"):
+        convert(options(tmp_path), tmp_path / "out", **QUIET)
+
+
+def test_split_names_cannot_escape_the_output_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"split name '\.\.' must be letters"):
+        convert(
+            ConvertOptions(sources=("hf:x",), hf_splits=(("..", "train"),)),
+            tmp_path / "out",
+            **QUIET,
+        )
 
 
 def test_explicit_val_source(tmp_path, source):
@@ -165,3 +213,16 @@ def test_cli_convert_and_its_one_line_errors(tmp_path, source, capsys):
     assert main(["convert", "--source", str(tmp_path / "src"), "--out", out, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "made with other options" in err
+
+
+def test_hugging_face_rows_without_text_are_one_line_errors(tmp_path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "hfdata"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
+    with pytest.raises(DataError, match=r"row 2: column 'text' is NoneType, not a string"):
+        convert(
+            ConvertOptions(sources=(f"hf:{folder}",), hf_splits=(("train", "train"),)),
+            tmp_path / "out",
+            **QUIET,
+        )

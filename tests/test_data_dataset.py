@@ -140,11 +140,22 @@ def test_missing_shard_is_a_clear_error(tmp_path, converted, bert_tokenizer):
 
 def test_pretokenized_data_refuses_another_tokenizer(tmp_path, converted, bert_tokenizer):
     data = copy_of(converted, tmp_path)
-    manifest = json.loads((data / "conversion.json").read_text())
-    manifest["tokenizer"]["fingerprint"] = "0000"
-    (data / "conversion.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="was pre-tokenized with tokenizer 'bert-base-uncased'"):
+    index_path = data / "train" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["mosaic_pretrain"]["tokenizer"]["fingerprint"] = "0000"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(DataError, match="was pre-tokenized with another tokenizer"):
         dataset(data, bert_tokenizer)
+    with pytest.raises(DataError, match="was pre-tokenized with another tokenizer"):
+        MLMStreamingDataset(local=str(data / "train"), tokenizer=bert_tokenizer, max_seq_len=64)
+    with pytest.raises(DataError, match="was pre-tokenized with another tokenizer"):
+        MLMStreamingDataset(
+            remote=str(data),
+            local=str(tmp_path / "cache"),
+            split="train",
+            tokenizer=bert_tokenizer,
+            max_seq_len=64,
+        )
 
 
 def test_remote_shards_are_fetched_into_the_local_cache(tmp_path, converted, bert_tokenizer):
@@ -160,3 +171,73 @@ def test_remote_shards_are_fetched_into_the_local_cache(tmp_path, converted, ber
     local = dataset(converted / "text", bert_tokenizer)
     assert np.array_equal(data[59].input_ids, local[59].input_ids)
     assert (cache / "train" / "index.json").exists()
+
+
+AWKWARD_TEXTS = [
+    "\n".join(["disregard", "unbelievably", "word"] * 200),  # no spaces at all
+    "\t".join(["tabbed", "separated", "entries"] * 200),
+    "东京都は日本の首都です。" * 150,  # no whitespace: never cut
+    "a" * 5000 + " tail",  # one enormous word
+    "short text",  # shorter than the budget
+    ("Supercalifragilistic " * 300).strip(),
+]
+
+
+@pytest.mark.parametrize("max_seq_len", [3, 8, 64])
+def test_text_path_equals_full_tokenization_on_awkward_text(tmp_path, bert_tokenizer, max_seq_len):
+    write_jsonl(tmp_path / "src" / "awkward.jsonl", AWKWARD_TEXTS)
+    convert(ConvertOptions(sources=(str(tmp_path / "src"),)), tmp_path / "out", **QUIET)
+    data = dataset(tmp_path / "out", bert_tokenizer, max_seq_len=max_seq_len)
+    for index, text in enumerate(AWKWARD_TEXTS):
+        expected = bert_tokenizer(text, truncation=True, max_length=max_seq_len)["input_ids"]
+        assert data[index].input_ids.tolist() == expected, index
+
+
+def test_special_tokens_come_from_the_tokenizer_output(tmp_path, bert_tokenizer):
+    """A bare PreTrainedTokenizerFast adds [CLS]/[SEP] in its post-processor only."""
+    from transformers import PreTrainedTokenizerFast
+
+    bert_tokenizer.save_pretrained(tmp_path / "tok")
+    bare = PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "tok" / "tokenizer.json"),
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+    )
+    assert bare.build_inputs_with_special_tokens([5, 6]) == [5, 6]  # the trap
+    write_jsonl(tmp_path / "src" / "d.jsonl", ["hello world"])
+    convert(ConvertOptions(sources=(str(tmp_path / "src"),)), tmp_path / "out", **QUIET)
+    sample = dataset(tmp_path / "out", bare, max_seq_len=16)[0]
+    assert sample.input_ids.tolist() == bare("hello world")["input_ids"] == [101, 7592, 2088, 102]
+
+
+def test_loader_and_dataset_batch_sizes_must_agree(converted, bert_tokenizer):
+    from mosaic_pretrain.errors import ConfigError
+
+    data = dataset(converted / "tokens", bert_tokenizer, batch_size=4)
+    with pytest.raises(ConfigError, match="batch_size=4 but the loader uses 8"):
+        build_mlm_dataloader(data, MLMCollator(bert_tokenizer, 0.3, 64), batch_size=8)
+
+
+def test_resume_with_dataloader_workers(converted, bert_tokenizer):
+    def loader():
+        data = dataset(
+            converted / "tokens", bert_tokenizer, shuffle=True, shuffle_seed=5, batch_size=4
+        )
+        return build_mlm_dataloader(
+            data, MLMCollator(bert_tokenizer, 0.3, 64, seed=1), batch_size=4, num_workers=2
+        )
+
+    first = loader()
+    uninterrupted = collect(first)
+    del first
+    interrupted = loader()
+    head = collect(interrupted, batches=5)
+    state = interrupted.state_dict()
+    del interrupted
+    resumed = loader()
+    resumed.load_state_dict(state)
+    tail = collect(resumed)
+    assert len(head) + len(tail) == len(uninterrupted) == 15
+    for got, expected in zip(head + tail, uninterrupted, strict=True):
+        assert torch.equal(got["sample_index"], expected["sample_index"])
+        assert torch.equal(got["input_ids"], expected["input_ids"])

@@ -43,3 +43,14 @@ def test_model_config_records_the_tokenizer_and_padded_vocabulary(tmp_path, bert
     assert saved.tokenizer_vocab_size == 30522
     assert saved.tokenizer_name == "bert-base-uncased"
     assert saved.pad_token_id == 0
+
+
+def test_fingerprint_tells_cased_from_uncased_with_one_vocabulary():
+    from transformers import BertTokenizerFast
+
+    from mosaic_pretrain.data.tokenizer import BUNDLED_VOCABULARIES
+
+    vocab = str(BUNDLED_VOCABULARIES["bert-base-uncased"])
+    uncased = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    cased = BertTokenizerFast(vocab_file=vocab, do_lower_case=False)
+    assert tokenizer_fingerprint(uncased) != tokenizer_fingerprint(cased)

@@ -93,7 +93,9 @@ class MLMCollator:
         }
 
     def _layout(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and attention mask padded to (rows, max_seq_len): one shape for every batch."""
+        """Ids and attention mask padded to (rows, max_seq_len); rows = samples unless packing."""
+        if not samples:
+            raise ValueError("cannot collate an empty batch")
         lengths = [len(sample.input_ids) for sample in samples]
         if max(lengths) > self.max_seq_len:
             raise ValueError(f"a sample of {max(lengths)} tokens exceeds max_seq_len")

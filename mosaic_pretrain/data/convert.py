@@ -14,11 +14,13 @@ half-written split never looks complete.
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -42,6 +44,9 @@ COMPRESSIONS = ("zstd", "gzip", "snappy", "brotli", "none")
 CHUNK_DOCUMENTS = 256  # documents per worker task: enough to amortise pickling
 CHUNKS_IN_FLIGHT_PER_WORKER = 4  # bounds memory: the reader never runs far ahead of the workers
 SIZE_UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # becomes a folder name under OUT
+# Added to each split's MDS index.json, so a reader (local or remote) can check how it was made.
+INDEX_KEY = "mosaic_pretrain"
 
 
 def parse_size(text: str) -> int:
@@ -103,6 +108,11 @@ class ConvertOptions:
             )
         if self.max_documents is not None and self.max_documents < 1:
             problems.append(f"--max-documents must be positive, got {self.max_documents}")
+        for ours, _ in self.hf_splits:
+            if not SPLIT_NAME.fullmatch(ours):
+                problems.append(
+                    f"--hf-split: split name {ours!r} must be letters, digits, '_' or '-'"
+                )
         if self.shard_size_bytes < 1 << 16:
             problems.append(f"--shard-size must be at least 64kb, got {self.shard_size_bytes}")
         if problems:
@@ -113,7 +123,23 @@ class ConvertOptions:
         return any(source.startswith(HF_PREFIX) for source in self.sources)
 
     def as_record(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # tuples become lists, as read back
+        """The options as compared on a rerun: local paths resolved, and each local file's size
+        and modification time, so changed data or a different working folder is noticed."""
+        record = json.loads(json.dumps(asdict(self)))  # tuples become lists, as read back
+        if not self.is_hf:
+            for key in ("sources", "val_sources"):
+                record[key] = [str(Path(source).resolve()) for source in record[key]]
+            files = expand_local_sources(list(self.sources) + list(self.val_sources))
+            record["source_files"] = [
+                [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns]
+                for path in files
+            ]
+        return record
+
+    def split_names(self) -> tuple[str, ...]:
+        if self.is_hf:
+            return tuple(ours for ours, _ in self.hf_splits)
+        return ("train", "val")
 
 
 @dataclass
@@ -208,7 +234,11 @@ def _chunks(documents: Iterable[str]) -> Iterator[list[str]]:
 def tokenized_documents(
     documents: Iterable[str], tokenizer_name: str, workers: int
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """(text, token ids) pairs in source order, tokenized by `workers` processes."""
+    """(text, token ids) pairs in source order, tokenized by `workers` processes.
+
+    Workers are spawned, so a script calling this with workers > 1 needs the usual
+    `if __name__ == "__main__":` guard.
+    """
     if workers <= 1:
         _init_worker(tokenizer_name)
         for chunk in _chunks(documents):
@@ -216,6 +246,16 @@ def tokenized_documents(
         return
     # spawn: no forked copies of the tokenizer's threads. An executor (unlike multiprocessing's
     # Pool) fails with BrokenProcessPool when a worker dies instead of waiting forever.
+    try:
+        yield from _tokenized_in_pool(documents, tokenizer_name, workers)
+    except BrokenProcessPool:
+        raise DataError(
+            "a tokenizing worker process died (killed, or out of memory); rerun, perhaps with "
+            "fewer --workers"
+        ) from None
+
+
+def _tokenized_in_pool(documents: Iterable[str], tokenizer_name: str, workers: int):
     with ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -281,29 +321,31 @@ def convert(
     out.mkdir(parents=True, exist_ok=True)
     record = options.as_record()
     manifest = _read_manifest(out)
+    ours = [out / split for split in options.split_names()]
+    if manifest is None and not overwrite and (existing := [p for p in ours if p.exists()]):
+        raise DataError(
+            f"{existing[0]} exists but no conversion record ({MANIFEST}) says what made it; "
+            "choose another --out, or pass --overwrite to replace it"
+        )
+    start_over = manifest is None or overwrite
     if manifest is not None and manifest["options"] != record:
         differing = ", ".join(_differing_keys(manifest["options"], record))
-        if not overwrite:
+        if manifest["splits"] and not overwrite:
             raise DataError(
                 f"{out} holds a conversion made with other options ({differing}); choose another "
                 "--out, or pass --overwrite to replace it"
             )
-        log(f"--overwrite: replacing the conversion in {out} (options differed: {differing})")
-        manifest = None
+        log(f"starting over in {out}: the options differ from the last run's ({differing})")
+        start_over = True
     tokenizer = load_tokenizer(options.tokenizer_name)  # fail before any work is done
-    if manifest is None or overwrite:
-        for split_dir in out.iterdir():
-            if split_dir.is_dir():
-                shutil.rmtree(split_dir)
-        manifest = {
-            "options": record,
-            "tokenizer": {
-                "size": len(tokenizer),
-                "fingerprint": tokenizer_fingerprint(tokenizer),
-            },
-            "splits": {},
-        }
+    if start_over:
+        tokenizer_record = {"size": len(tokenizer), "fingerprint": tokenizer_fingerprint(tokenizer)}
+        manifest = {"options": record, "tokenizer": tokenizer_record, "splits": {}}
+        # Recorded first: if we die while removing, a rerun finds no split marked complete.
         _write_manifest(out, manifest)
+        for folder in ours + [out / f".{p.name}.partial" for p in ours]:
+            if folder.exists():
+                shutil.rmtree(folder)
     columns = (
         {"input_ids": f"ndarray:{token_dtype(len(tokenizer))}"}
         if options.output_format == "tokens"
@@ -314,7 +356,9 @@ def convert(
         if all(split in manifest["splits"] for split in job.splits):
             log(f"{', '.join(job.splits)}: already complete in {out}, skipping")
             continue
-        summaries.update(_run_job(job, out, options, columns, workers, progress, log))
+        summaries.update(
+            _run_job(job, out, options, manifest["tokenizer"], columns, workers, progress, log)
+        )
         for split in job.splits:
             manifest["splits"][split] = asdict(summaries[split])
         _write_manifest(out, manifest)
@@ -330,6 +374,7 @@ def _run_job(
     job: _Job,
     out: Path,
     options: ConvertOptions,
+    tokenizer_record: dict,
     columns: dict[str, str],
     workers: int,
     progress: bool,
@@ -385,7 +430,12 @@ def _run_job(
                 "source or lower --val-fraction"
             )
     seconds = time.perf_counter() - started
+    stamp = {"format": options.output_format, "tokenizer": tokenizer_record}
     for split, partial in partials.items():
+        index_path = partial / "index.json"
+        index = json.loads(index_path.read_text())
+        index[INDEX_KEY] = stamp
+        index_path.write_text(json.dumps(index, sort_keys=True))
         os.replace(partial, out / split)
         summaries[split].bytes = _directory_bytes(out / split)
         summaries[split].seconds = seconds

@@ -14,14 +14,17 @@ from streaming import StreamingDataLoader, StreamingDataset
 from transformers import PreTrainedTokenizerBase
 
 from mosaic_pretrain.data.collator import MLMCollator, Sample
-from mosaic_pretrain.data.convert import MANIFEST
+from mosaic_pretrain.data.convert import INDEX_KEY
 from mosaic_pretrain.data.tokenizer import tokenizer_fingerprint
-from mosaic_pretrain.errors import DataError
+from mosaic_pretrain.errors import ConfigError, DataError
 
 INDEX = "index.json"
 # Characters of text tokenized per wanted token before checking we have enough: English
 # WordPiece averages about 4.5 characters per token, so 8 almost always suffices at once.
 CHARACTERS_PER_TOKEN_BUDGET = 8
+# Tokens the prefix must give beyond those kept, so that the last kept token is surely not
+# changed by where the prefix was cut (byte-level BPE may split trailing whitespace differently).
+TOKEN_MARGIN = 4
 
 
 def _check_local_split(local: str, split: str | None) -> Path:
@@ -57,21 +60,34 @@ def _check_local_split(local: str, split: str | None) -> Path:
     return root
 
 
-def _check_tokenizer_matches(local: str, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Pre-tokenized shards are only meaningful with the tokenizer that made them."""
-    manifest_path = Path(local) / MANIFEST
-    if not manifest_path.exists():
+def _check_tokenizer_matches(index_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Pre-tokenized shards are only meaningful with the tokenizer that made them. The split's
+    index (local, or fetched from the remote) records it when we wrote the shards."""
+    stamp = json.loads(index_path.read_text()).get(INDEX_KEY)
+    if not stamp or stamp["format"] != "tokens":
         return
-    manifest = json.loads(manifest_path.read_text())
-    if manifest["options"]["output_format"] != "tokens":
-        return
-    made_with = manifest["options"]["tokenizer_name"]
-    if manifest["tokenizer"]["fingerprint"] != tokenizer_fingerprint(tokenizer):
+    if stamp["tokenizer"]["fingerprint"] != tokenizer_fingerprint(tokenizer):
         raise DataError(
-            f"{local} was pre-tokenized with tokenizer {made_with!r} but the recipe's tokenizer "
-            f"is {tokenizer.name_or_path!r}; set tokenizer_name to {made_with!r} or convert the "
-            "data again with --tokenizer"
+            f"{index_path.parent} was pre-tokenized with another tokenizer (vocabulary size "
+            f"{stamp['tokenizer']['size']}) than the recipe's {tokenizer.name_or_path!r} "
+            f"({len(tokenizer)}); set tokenizer_name to the one used for conversion, or convert "
+            "the data again with --tokenizer"
         )
+
+
+def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a text, read off its own output (some fast
+    tokenizers add them in a post-processor that `build_inputs_with_special_tokens` ignores)."""
+    probe = "probe"
+    framed = tokenizer(probe, add_special_tokens=True, verbose=False)["input_ids"]
+    bare = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
+    for start in range(len(framed) - len(bare) + 1):
+        if framed[start : start + len(bare)] == bare:
+            return framed[:start], framed[start + len(bare) :]
+    raise DataError(
+        f"tokenizer {tokenizer.name_or_path!r} changes a text's tokens when adding special "
+        "tokens; it cannot be used for MLM samples here"
+    )
 
 
 class MLMStreamingDataset(StreamingDataset):
@@ -96,7 +112,8 @@ class MLMStreamingDataset(StreamingDataset):
         split: str | None = None,
         **streaming_kwargs,
     ):
-        special = tokenizer.num_special_tokens_to_add(pair=False)
+        self.prefix, self.suffix = special_token_frame(tokenizer)
+        special = len(self.prefix) + len(self.suffix)
         if max_seq_len <= special:
             raise DataError(
                 f"max_seq_len={max_seq_len} leaves no room for text: tokenizer "
@@ -105,13 +122,13 @@ class MLMStreamingDataset(StreamingDataset):
             )
         if remote is None:
             _check_local_split(local, split)
-            _check_tokenizer_matches(local, tokenizer)
         try:
             super().__init__(local=local, remote=remote, split=split, **streaming_kwargs)
         except (json.JSONDecodeError, KeyError) as error:
             raise DataError(
                 f"MDS index under {local}/{split or ''} cannot be read ({error}); convert again"
             ) from None
+        _check_tokenizer_matches(Path(local) / (split or "") / INDEX, tokenizer)
         columns = set(self.shards[0].column_names)
         if "input_ids" in columns:
             self.column = "input_ids"
@@ -139,28 +156,34 @@ class MLMStreamingDataset(StreamingDataset):
             content = record["input_ids"][: self.content_tokens].tolist()
         else:
             content = self._leading_tokens(record["text"])
-        ids = self.tokenizer.build_inputs_with_special_tokens(content)
-        return Sample(np.asarray(ids, dtype=np.int64), sample_id)
+        ids = np.asarray(self.prefix + content + self.suffix, dtype=np.int64)
+        return Sample(ids, sample_id)
 
     def _leading_tokens(self, text: str) -> list[int]:
         """The first `content_tokens` tokens of `text`, tokenizing only as much text as needed.
 
-        Text is cut at whitespace, where WordPiece and byte-level BPE both start a new token, so
-        the tokens before the cut are those of the whole text; if the prefix is too short it is
-        doubled until it is not, or the whole text is used.
+        Text is cut just before a whitespace character (never inside a word), where WordPiece
+        and byte-level BPE both start a new token, so tokens well before the cut are those of the
+        whole text. The prefix must yield `TOKEN_MARGIN` tokens beyond those kept; if it does not,
+        or holds no whitespace, the budget doubles, up to the whole text.
         """
         budget = self.content_tokens * CHARACTERS_PER_TOKEN_BUDGET
         while True:
-            if len(text) <= budget:
-                prefix, complete = text, True
-            else:
-                cut = text.rfind(" ", 0, budget)
-                prefix, complete = text[: cut if cut > 0 else budget], False
-            ids = self.tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]
-            # One token beyond the cut-off proves the kept tokens did not end at the cut.
-            if complete or len(ids) > self.content_tokens:
-                return ids[: self.content_tokens]
+            cut = _last_whitespace(text, budget) if len(text) > budget else len(text)
+            if cut > 0:
+                prefix = text[:cut]
+                ids = self.tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]
+                if cut == len(text) or len(ids) >= self.content_tokens + TOKEN_MARGIN:
+                    return ids[: self.content_tokens]
             budget *= 2
+
+
+def _last_whitespace(text: str, end: int) -> int:
+    """Index of the last whitespace character before `end`, or 0 if there is none."""
+    for position in range(end - 1, 0, -1):
+        if text[position].isspace():
+            return position
+    return 0
 
 
 class MLMDataLoader(StreamingDataLoader):
@@ -177,6 +200,13 @@ def build_mlm_dataloader(
     num_workers: int = 0,
     drop_last: bool = True,
 ) -> MLMDataLoader:
+    """The loader for `dataset`, whose `batch_size` must equal the loader's: streaming assigns
+    samples to dataloader workers by that batch size, and resuming relies on it."""
+    if dataset.batch_size != batch_size:
+        raise ConfigError(
+            f"the dataset was built with batch_size={dataset.batch_size} but the loader uses "
+            f"{batch_size}; give MLMStreamingDataset the per-device batch size"
+        )
     return MLMDataLoader(
         dataset,
         batch_size=batch_size,

@@ -180,4 +180,10 @@ def iter_hf_documents(
                 f"{name}[{split}] row {row_number}: no {options.text_field!r} column; name it "
                 "with --text-field"
             )
-        yield from _checked(row[options.text_field], f"{name}[{split}]", row_number, options)
+        text = row[options.text_field]
+        if not isinstance(text, str):
+            raise DataError(
+                f"{name}[{split}] row {row_number}: column {options.text_field!r} is "
+                f"{type(text).__name__}, not a string"
+            )
+        yield from _checked(text, f"{name}[{split}]", row_number, options)

@@ -76,9 +76,11 @@ def model_config_for(
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the token -> id mapping: equal for the same tokenizer however it was loaded."""
-    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    return hashlib.sha256(json.dumps(vocabulary).encode()).hexdigest()[:16]
+    """A hash of the whole tokenization pipeline (normalizer, pre-tokenizer, vocabulary, special
+    tokens): equal for the same tokenizer however it was loaded, different for a cased and an
+    uncased tokenizer sharing one vocabulary."""
+    pipeline = json.loads(tokenizer.backend_tokenizer.to_str())
+    return hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

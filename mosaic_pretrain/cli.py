@@ -147,6 +147,29 @@ def _run_convert(args: argparse.Namespace) -> None:
     )
 
 
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="pretrain from a YAML recipe (Composer Trainer)",
+        description="Pretrain from RECIPE, with key=value overrides, e.g. optimizer.lr=1e-4.",
+    )
+    train.add_argument("recipe", help="a YAML recipe, e.g. configs/pretrain/smoke.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from composer.utils import dist
+
+    from mosaic_pretrain.config import load_config
+    from mosaic_pretrain.train.run import train
+
+    config = load_config(args.recipe, args.overrides, world_size=dist.get_world_size())
+    trainer = train(config)
+    for name, metric in trainer.state.eval_metrics.get("eval", {}).items():
+        print(f"final eval {name}: {float(metric.compute()):.4f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
@@ -154,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_smoke(subparsers)
     _add_convert(subparsers)
+    _add_train(subparsers)
     return parser
 
 

@@ -114,3 +114,29 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_loads(recipe):
+    assert load_config(recipe, world_size=8 if "smoke" not in recipe.name else 1).run_name
+
+
+def test_recipes_build_the_models_they_name(bert_tokenizer):
+    from mosaic_pretrain.model import MosaicBertForMaskedLM
+    from mosaic_pretrain.train.builders import build_model
+
+    configs = Path(__file__).resolve().parent.parent / "configs" / "pretrain"
+    mosaic = build_model(
+        load_config(configs / "mosaic-bert-base.yaml").model, bert_tokenizer, low_precision_ln=True
+    )
+    assert isinstance(mosaic, MosaicBertForMaskedLM)
+    assert sum(p.numel() for p in mosaic.parameters()) == 137_400_384
+    assert mosaic.config.tokenizer_vocab_size == 30522
+    baseline = build_model(
+        load_config(configs / "hf-bert-base.yaml").model, bert_tokenizer, low_precision_ln=False
+    )
+    assert type(baseline).__name__ == "BertForMaskedLM"
+    assert sum(p.numel() for p in baseline.parameters()) == 109_518_912

@@ -168,6 +168,11 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
         loader = getattr(config, name)
         if loader is not None:
             check(loader.num_workers >= 0, f"{name}.num_workers must not be negative")
+            check(
+                not (loader.dataset.packing and config.model.name.value == "hf_bert"),
+                f"{name}.dataset.packing needs model.name=mosaic_bert (BERT's attention "
+                "would let packed documents see each other)",
+            )
             probability = loader.dataset.mlm_probability
             check(
                 probability is None or 0.0 < probability < 1.0,

@@ -75,6 +75,9 @@ class DatasetSection:
     shuffle: bool = False
     mlm_probability: float | None = None  # default: the top-level mlm_probability
     packing: bool = False  # several documents per row, kept apart by the model (ours)
+    # If `local` holds no conversion yet, convert the corpus shipped with the package into it
+    # first (5% to val): a fresh clone pretrains with no download (ours).
+    convert_builtin_corpus: bool = False
 
 
 @dataclass

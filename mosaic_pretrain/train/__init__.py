@@ -1,0 +1,1 @@
+"""Training: the Composer glue (model wrapper, builders from a recipe, the run)."""

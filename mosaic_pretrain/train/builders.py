@@ -1,0 +1,134 @@
+"""Builders: each turns one section of a validated recipe into the object Composer needs."""
+
+from pathlib import Path
+
+import torch
+from composer.core import DataSpec, Evaluator
+from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
+from transformers import PreTrainedTokenizerBase
+
+from mosaic_pretrain.config.schema import (
+    DatasetSection,
+    LoaderSection,
+    ModelName,
+    ModelSection,
+    OptimizerSection,
+    PretrainConfig,
+    SchedulerSection,
+)
+from mosaic_pretrain.data.collator import MLMCollator
+from mosaic_pretrain.data.convert import ConvertOptions, convert
+from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
+from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
+from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
+from mosaic_pretrain.train.composer_model import MLMComposerModel
+
+# Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
+BERT_SIZES = {
+    "bert-base-uncased": "base",
+    "bert-base-cased": "base",
+    "bert-large-uncased": "large",
+    "bert-large-cased": "large",
+}
+BUILTIN_VAL_FRACTION = 0.05
+
+
+def build_tokenizer(config: PretrainConfig) -> PreTrainedTokenizerBase:
+    return load_tokenizer(config.model.tokenizer_name or config.tokenizer_name)
+
+
+def build_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, low_precision_ln: bool):
+    """MosaicBERT (sized by preset and overrides, or loaded from a directory) or the baseline."""
+    model_config = section.model_config
+    overrides = model_config.overrides()
+    if low_precision_ln:
+        overrides.setdefault("low_precision_layernorm", True)
+    source = section.pretrained_model_name
+    preset = model_config.preset
+    if source is not None and Path(source).is_dir():
+        if section.name is not ModelName.mosaic_bert:
+            raise ConfigError("model.pretrained_model_name as a directory needs mosaic_bert")
+        return MosaicBertForMaskedLM.from_pretrained(source, **overrides)
+    if source is not None:
+        if source not in BERT_SIZES:
+            raise ConfigError(
+                f"model.pretrained_model_name={source!r} is neither a local directory nor one of "
+                f"{', '.join(BERT_SIZES)} (whose sizes it selects)"
+            )
+        preset = BERT_SIZES[source]
+    config = model_config_for(tokenizer, preset, **overrides)
+    if section.name is ModelName.hf_bert:
+        return hf_bert_for_masked_lm(config)
+    return MosaicBertForMaskedLM(config)
+
+
+def _ensure_builtin_corpus(dataset: DatasetSection) -> None:
+    local = Path(dataset.local)
+    if not (local / "conversion.json").exists() or not (local / "train").exists():
+        convert(ConvertOptions(val_fraction=BUILTIN_VAL_FRACTION), local, progress=False)
+
+
+def build_dataloader(
+    loader: LoaderSection,
+    config: PretrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    device_batch_size: int,
+    is_train: bool,
+) -> DataSpec:
+    dataset_section = loader.dataset
+    if dataset_section.convert_builtin_corpus:
+        _ensure_builtin_corpus(dataset_section)
+    max_seq_len = dataset_section.max_seq_len or config.max_seq_len
+    probability = dataset_section.mlm_probability or config.mlm_probability
+    dataset = MLMStreamingDataset(
+        local=dataset_section.local,
+        remote=dataset_section.remote,
+        split=dataset_section.split,
+        tokenizer=tokenizer,
+        max_seq_len=max_seq_len,
+        shuffle=dataset_section.shuffle,
+        shuffle_seed=config.seed,
+        batch_size=device_batch_size,
+    )
+    collator = MLMCollator(
+        tokenizer, probability, max_seq_len, seed=config.seed, packing=dataset_section.packing
+    )
+    dataloader = build_mlm_dataloader(
+        dataset, collator, device_batch_size, loader.num_workers, loader.drop_last
+    )
+    return DataSpec(
+        dataloader,
+        get_num_samples_in_batch=lambda batch: len(batch["sample_index"]),
+        get_num_tokens_in_batch=lambda batch: int((batch["attention_mask"] != 0).sum()),
+    )
+
+
+def build_evaluator(config, tokenizer, world_size: int) -> Evaluator | None:
+    if config.eval_loader is None:
+        return None
+    spec = build_dataloader(
+        config.eval_loader, config, tokenizer, config.device_eval_batch_size, is_train=False
+    )
+    return Evaluator(
+        label="eval", dataloader=spec, metric_names=["LanguageCrossEntropy", "MaskedAccuracy"]
+    )
+
+
+def build_optimizer(section: OptimizerSection, model: torch.nn.Module) -> DecoupledAdamW:
+    return DecoupledAdamW(
+        model.parameters(),
+        lr=section.lr,
+        betas=tuple(section.betas),
+        eps=section.eps,
+        weight_decay=section.weight_decay,
+    )
+
+
+def build_scheduler(section: SchedulerSection) -> LinearWithWarmupScheduler:
+    return LinearWithWarmupScheduler(t_warmup=section.t_warmup, alpha_f=section.alpha_f)
+
+
+def build_composer_model(config: PretrainConfig, tokenizer) -> MLMComposerModel:
+    low_precision = config.algorithms.fused_layernorm is not None
+    return MLMComposerModel(build_model(config.model, tokenizer, low_precision))

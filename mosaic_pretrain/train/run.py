@@ -1,0 +1,99 @@
+"""`mosaic-pretrain train`: build everything from a validated recipe and run Composer's Trainer."""
+
+import os
+from pathlib import Path
+
+from composer import Trainer
+from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
+from composer.utils import dist
+
+from mosaic_pretrain.config import PretrainConfig, to_yaml
+from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection
+from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.train.builders import (
+    build_composer_model,
+    build_dataloader,
+    build_evaluator,
+    build_optimizer,
+    build_scheduler,
+    build_tokenizer,
+)
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+def build_callbacks(section: CallbacksSection) -> list:
+    callbacks = []
+    if section.speed_monitor is not None:
+        callbacks.append(SpeedMonitor(window_size=section.speed_monitor.window_size))
+    if section.lr_monitor is not None:
+        callbacks.append(LRMonitor())
+    if section.memory_monitor is not None:
+        callbacks.append(MemoryMonitor())
+    return callbacks
+
+
+def build_loggers(section: LoggersSection) -> list:
+    if section.wandb is None:
+        return []
+    try:
+        import wandb  # noqa: F401
+        from composer.loggers import WandBLogger
+    except ImportError:
+        raise ConfigError(
+            "loggers.wandb needs the wandb package: pip install 'mosaic_pretrain[wandb]'"
+        ) from None
+    if section.wandb.project is None:
+        os.environ.setdefault("WANDB_MODE", "offline")  # no project: never send anything
+    return [
+        WandBLogger(
+            project=section.wandb.project,
+            entity=section.wandb.entity,
+            tags=list(section.wandb.tags),
+        )
+    ]
+
+
+def save_resolved_config(config: PretrainConfig) -> None:
+    if config.save_folder is None or dist.get_global_rank() != 0:
+        return
+    folder = Path(config.save_folder.format(run_name=config.run_name))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESOLVED_CONFIG).write_text(to_yaml(config))
+
+
+def train(config: PretrainConfig) -> Trainer:
+    """Pretrain as the recipe says; returns the finished Trainer."""
+    tokenizer = build_tokenizer(config)
+    model = build_composer_model(config, tokenizer)
+    device_batch_size = config.global_train_batch_size // dist.get_world_size()
+    train_data = build_dataloader(
+        config.train_loader, config, tokenizer, device_batch_size, is_train=True
+    )
+    optimizer = build_optimizer(config.optimizer, model)
+    save_resolved_config(config)
+    trainer = Trainer(
+        run_name=config.run_name,
+        model=model,
+        train_dataloader=train_data,
+        eval_dataloader=build_evaluator(config, tokenizer, dist.get_world_size()),
+        max_duration=config.max_duration,
+        eval_interval=config.eval_interval,
+        optimizers=optimizer,
+        schedulers=build_scheduler(config.scheduler),
+        precision=config.precision.value,
+        device_train_microbatch_size=config.device_train_microbatch_size,
+        seed=config.seed,
+        save_folder=config.save_folder,
+        save_interval=config.save_interval,
+        save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
+        load_path=config.load_path,
+        autoresume=config.autoresume,
+        progress_bar=config.progress_bar,
+        log_to_console=config.log_to_console,
+        console_log_interval=config.console_log_interval,
+        callbacks=build_callbacks(config.callbacks),
+        loggers=build_loggers(config.loggers),
+    )
+    trainer.fit()
+    return trainer

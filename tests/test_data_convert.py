@@ -220,7 +220,7 @@ def test_hugging_face_rows_without_text_are_one_line_errors(tmp_path):
     folder = tmp_path / "hfdata"
     folder.mkdir()
     (folder / "train.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
-    with pytest.raises(DataError, match=r"row 2: column 'text' is NoneType, not a string"):
+    with pytest.raises(DataError, match=r"row 2: field 'text' is NoneType, not a string"):
         convert(
             ConvertOptions(sources=(f"hf:{folder}",), hf_splits=(("train", "train"),)),
             tmp_path / "out",

@@ -55,6 +55,21 @@ def test_short_documents_are_not_padded_and_long_ones_truncated(converted, bert_
     assert all(s.input_ids[0] == 101 and s.input_ids[-1] == 102 for s in samples)
 
 
+def interrupted_and_uninterrupted(make_loader, stop_after: int):
+    """(batches of one whole epoch, the same epoch stopped after `stop_after` batches, its state
+    saved, then continued by a freshly built loader from that state)."""
+    first = make_loader()
+    uninterrupted = collect(first)
+    del first
+    interrupted = make_loader()
+    head = collect(interrupted, batches=stop_after)
+    state = interrupted.state_dict()
+    del interrupted
+    resumed = make_loader()
+    resumed.load_state_dict(state)
+    return uninterrupted, head + collect(resumed)
+
+
 def collect(loader, batches=None):
     """The loader's batches, stopping right after the `batches`-th (no batch fetched beyond)."""
     out = []
@@ -79,18 +94,9 @@ def test_resumed_loader_continues_with_the_same_batches(
         collator = MLMCollator(bert_tokenizer, 0.3, 64, seed=11, packing=packing)
         return build_mlm_dataloader(data, collator, batch_size=8)
 
-    first = loader()
-    uninterrupted = collect(first)
-    del first
-    interrupted = loader()
-    head = collect(interrupted, batches=3)
-    state = interrupted.state_dict()
-    del interrupted
-    resumed = loader()
-    resumed.load_state_dict(state)
-    tail = collect(resumed)
+    uninterrupted, resumed = interrupted_and_uninterrupted(loader, stop_after=3)
     assert len(uninterrupted) == 7  # 60 samples, batch 8, drop_last
-    for got, expected in zip(head + tail, uninterrupted, strict=True):
+    for got, expected in zip(resumed, uninterrupted, strict=True):
         for key in expected:
             assert torch.equal(got[key], expected[key]), key
     order = torch.cat([b["sample_index"] for b in uninterrupted]).tolist()
@@ -227,17 +233,8 @@ def test_resume_with_dataloader_workers(converted, bert_tokenizer):
             data, MLMCollator(bert_tokenizer, 0.3, 64, seed=1), batch_size=4, num_workers=2
         )
 
-    first = loader()
-    uninterrupted = collect(first)
-    del first
-    interrupted = loader()
-    head = collect(interrupted, batches=5)
-    state = interrupted.state_dict()
-    del interrupted
-    resumed = loader()
-    resumed.load_state_dict(state)
-    tail = collect(resumed)
-    assert len(head) + len(tail) == len(uninterrupted) == 15
-    for got, expected in zip(head + tail, uninterrupted, strict=True):
+    uninterrupted, resumed = interrupted_and_uninterrupted(loader, stop_after=5)
+    assert len(resumed) == len(uninterrupted) == 15
+    for got, expected in zip(resumed, uninterrupted, strict=True):
         assert torch.equal(got["sample_index"], expected["sample_index"])
         assert torch.equal(got["input_ids"], expected["input_ids"])

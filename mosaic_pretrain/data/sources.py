@@ -113,17 +113,18 @@ def _json_text(line: str, path: Path, line_number: int, options: SourceOptions) 
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-    if not isinstance(record, dict) or options.text_field not in record:
-        raise DataError(
-            f"{path}:{line_number}: no {options.text_field!r} field; name the text field with "
-            "--text-field"
-        )
-    text = record[options.text_field]
+    if not isinstance(record, dict):
+        raise DataError(f"{path}:{line_number}: a JSON line must be an object with a text field")
+    return _text_of(record, options.text_field, f"{path}:{line_number}")
+
+
+def _text_of(record: dict, text_field: str, where: str) -> str:
+    """The record's text, or a one-line error saying where it is missing or not a string."""
+    if text_field not in record:
+        raise DataError(f"{where}: no {text_field!r} field; name the text field with --text-field")
+    text = record[text_field]
     if not isinstance(text, str):
-        raise DataError(
-            f"{path}:{line_number}: field {options.text_field!r} is {type(text).__name__}, "
-            "not a string"
-        )
+        raise DataError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
     return text
 
 
@@ -175,15 +176,5 @@ def iter_hf_documents(
             "check the name and network access, or convert local files instead"
         ) from None
     for row_number, row in enumerate(stream, start=1):
-        if options.text_field not in row:
-            raise DataError(
-                f"{name}[{split}] row {row_number}: no {options.text_field!r} column; name it "
-                "with --text-field"
-            )
-        text = row[options.text_field]
-        if not isinstance(text, str):
-            raise DataError(
-                f"{name}[{split}] row {row_number}: column {options.text_field!r} is "
-                f"{type(text).__name__}, not a string"
-            )
+        text = _text_of(row, options.text_field, f"{name}[{split}] row {row_number}")
         yield from _checked(text, f"{name}[{split}]", row_number, options)

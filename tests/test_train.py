@@ -67,6 +67,16 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(corpus, tmp_path):
         assert torch.equal(full[name], resumed[name]), name
 
 
+def test_the_same_recipe_twice_gives_the_same_weights(corpus, tmp_path):
+    """The seed covers everything, the model's initial weights included."""
+    common = ["max_duration=2ba", "eval_interval=2ba", "save_interval=2ba"]
+    first, first_metrics = run(corpus, tmp_path / "first", *common)
+    torch.manual_seed(12345)  # whatever the process did before must not matter
+    second, second_metrics = run(corpus, tmp_path / "second", *common)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert first_metrics == second_metrics
+
+
 def test_train_command_reports_bad_recipes_in_one_line(capsys):
     assert main(["train", str(SMOKE), "optimizer.lrr=1"]) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from composer import Trainer
 from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
-from composer.utils import dist
+from composer.utils import dist, reproducibility
 
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection
@@ -64,6 +64,9 @@ def save_resolved_config(config: PretrainConfig) -> None:
 
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
+    # Seeded before anything is built: the model's initial weights come from these RNGs, and
+    # the Trainer seeds them only once it is constructed, after the model exists.
+    reproducibility.seed_all(config.seed)
     tokenizer = build_tokenizer(config)
     model = build_composer_model(config, tokenizer)
     device_batch_size = config.global_train_batch_size // dist.get_world_size()

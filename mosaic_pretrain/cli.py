@@ -170,6 +170,25 @@ def _run_train(args: argparse.Namespace) -> None:
         print(f"final eval {name}: {float(metric.compute()):.4f}")
 
 
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="write a Hugging Face directory from a training checkpoint",
+        description="Rebuilds the model from the run's resolved_config.yaml (beside the "
+        "checkpoint, or --recipe) and writes config, safetensors weights and tokenizer.",
+    )
+    export.add_argument("checkpoint", help="a Composer checkpoint (.pt) written by train")
+    export.add_argument("out_dir", help="new directory to write")
+    export.add_argument("--recipe", default=None, help="the run's recipe, if not beside it")
+    export.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.train.export import export_checkpoint
+
+    print(f"exported to {export_checkpoint(args.checkpoint, args.out_dir, args.recipe)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
@@ -178,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_smoke(subparsers)
     _add_convert(subparsers)
     _add_train(subparsers)
+    _add_export(subparsers)
     return parser
 
 

@@ -8,6 +8,7 @@ import torch
 
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.config import load_config
+from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.train.run import RESOLVED_CONFIG, train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
@@ -28,9 +29,12 @@ def corpus(tmp_path_factory):
 
 
 def run(corpus, tmp_path, *overrides):
-    config = load_config(
-        SMOKE, [*QUICK, f"data_local={corpus}", f"save_folder={tmp_path}/checkpoints", *overrides]
-    )
+    paths = [
+        f"data_local={corpus}",
+        f"save_folder={tmp_path}/checkpoints",
+        f"export_folder={tmp_path}/hf",
+    ]
+    config = load_config(SMOKE, [*QUICK, *paths, *overrides])
     trainer = train(config)
     weights = {k: v.detach().clone() for k, v in trainer.state.model.state_dict().items()}
     metrics = {k: float(v.compute()) for k, v in trainer.state.eval_metrics.get("eval", {}).items()}
@@ -77,7 +81,54 @@ def test_the_same_recipe_twice_gives_the_same_weights(corpus, tmp_path):
     assert first_metrics == second_metrics
 
 
+def test_an_existing_export_folder_is_refused_before_training(corpus, tmp_path):
+    (tmp_path / "hf").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"export_folder .* already exists"):
+        run(corpus, tmp_path, "max_duration=2ba")
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_train_command_reports_bad_recipes_in_one_line(capsys):
     assert main(["train", str(SMOKE), "optimizer.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Did you mean: 'lr'?" in err
+
+
+def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mosaic_pretrain.errors import CheckpointError
+    from mosaic_pretrain.train.export import export_checkpoint
+
+    config = load_config(
+        SMOKE,
+        [
+            *QUICK,
+            f"data_local={corpus}",
+            "max_duration=2ba",
+            "eval_interval=2ba",
+            "save_interval=2ba",
+            f"save_folder={tmp_path}/checkpoints",
+            f"export_folder={tmp_path}/hf",
+        ],
+    )
+    trainer = train(config)
+    trained = trainer.state.model.model.eval()
+    checkpoint = tmp_path / "checkpoints" / "ep0-ba2-rank0.pt"
+    assert main(["export", str(checkpoint), str(tmp_path / "exported")]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "exported")
+    batch = tokenizer(
+        ["The whale swam in the sea.", "Call me Ishmael."], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        expected = trained(**batch).logits
+        for folder in ("exported", "hf"):  # by the command, and at the end of training
+            loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / folder).eval()
+            assert torch.equal(loaded(**batch).logits, expected), folder
+    trainer.close()
+    with pytest.raises(CheckpointError, match="already exists"):
+        export_checkpoint(checkpoint, tmp_path / "exported")
+    broken = tmp_path / "checkpoints" / "broken.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or not a Composer checkpoint"):
+        export_checkpoint(broken, tmp_path / "other")

@@ -165,6 +165,8 @@ class PretrainConfig:
     save_interval: str = "3500ba"
     save_num_checkpoints_to_keep: int = 1
     load_path: str | None = None  # checkpoint to resume from
+    # At the end of training, write a Hugging Face directory here (may contain {run_name}; ours).
+    export_folder: str | None = None
     autoresume: bool = False  # continue from the latest checkpoint in save_folder
     progress_bar: bool = False
     log_to_console: bool = True

@@ -18,8 +18,7 @@ from mosaic_pretrain.train.builders import (
     build_scheduler,
     build_tokenizer,
 )
-
-RESOLVED_CONFIG = "resolved_config.yaml"
+from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
 
 
 def build_callbacks(section: CallbacksSection) -> list:
@@ -62,11 +61,24 @@ def save_resolved_config(config: PretrainConfig) -> None:
     (folder / RESOLVED_CONFIG).write_text(to_yaml(config))
 
 
+def _export_folder(config: PretrainConfig) -> Path | None:
+    """Where to export at the end; refused now if taken, not after hours of training."""
+    if config.export_folder is None:
+        return None
+    folder = Path(config.export_folder.format(run_name=config.run_name))
+    if folder.exists():
+        raise ConfigError(
+            f"export_folder {folder} already exists; remove it or set another export_folder"
+        )
+    return folder
+
+
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
     # the Trainer seeds them only once it is constructed, after the model exists.
     reproducibility.seed_all(config.seed)
+    export_folder = _export_folder(config)
     tokenizer = build_tokenizer(config)
     model = build_composer_model(config, tokenizer)
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
@@ -99,4 +111,6 @@ def train(config: PretrainConfig) -> Trainer:
         loggers=build_loggers(config.loggers),
     )
     trainer.fit()
+    if export_folder is not None and dist.get_global_rank() == 0:
+        save_hf_directory(model.model.eval(), tokenizer, export_folder)
     return trainer

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE, read_metrics
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
@@ -45,13 +46,25 @@ def run(corpus, tmp_path, *overrides):
 
 
 def test_smoke_recipe_trains_evaluates_and_saves(corpus, tmp_path):
-    _, metrics = run(corpus, tmp_path, "max_duration=4ba", "eval_interval=4ba", "save_interval=2ba")
+    monitors = [
+        "callbacks.speed_monitor.window_size=2",
+        "callbacks.optimizer_monitor.batch_log_interval=1",
+    ]
+    _, metrics = run(
+        corpus, tmp_path, "max_duration=4ba", "eval_interval=4ba", "save_interval=2ba", *monitors
+    )
     assert set(metrics) == {"LanguageCrossEntropy", "MaskedAccuracy"}
     assert 0 < metrics["LanguageCrossEntropy"] < 11
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("ep*-ba*-rank0.pt"))
     assert checkpoints == ["ep0-ba2-rank0.pt", "ep0-ba4-rank0.pt"]
     resolved = load_config(tmp_path / "checkpoints" / RESOLVED_CONFIG)
     assert resolved.max_duration == "4ba" and resolved.run_name == "smoke"
+    series = read_metrics(tmp_path / "checkpoints" / METRICS_FILE)
+    assert sorted(series["loss/train/total"]) == [0, 1, 2, 3]
+    assert all(value > 0 for value in series["throughput/tokens_per_sec"].values())
+    assert "metrics/eval/LanguageCrossEntropy" in series
+    assert all(value > 0 for value in series["l2_norm/grad/global"].values())
+    assert (tmp_path / "checkpoints" / CURVES_FILE).stat().st_size > 10_000
 
 
 def test_resume_from_a_mid_run_checkpoint_is_bit_identical(corpus, tmp_path):

@@ -117,6 +117,9 @@ class AlgorithmsSection:
 @dataclass
 class SpeedMonitorSection:
     window_size: int = 100  # batches averaged for throughput and MFU
+    # Peak FLOP/s of one device for MFU; default: Composer's table (A100, H100, H200) for the
+    # run's precision. Set it for other devices.
+    gpu_flops_available: float | None = None
 
 
 @dataclass
@@ -125,10 +128,19 @@ class EmptySection:
 
 
 @dataclass
+class OptimizerMonitorSection:
+    """Gradient L2 norms (global and per layer)."""
+
+    batch_log_interval: int = 10
+    log_optimizer_metrics: bool = False  # also per-layer moment, parameter and update norms
+
+
+@dataclass
 class CallbacksSection:
     speed_monitor: SpeedMonitorSection | None = None
     lr_monitor: EmptySection | None = None
     memory_monitor: EmptySection | None = None
+    optimizer_monitor: OptimizerMonitorSection | None = None
 
 
 @dataclass

@@ -4,6 +4,9 @@ import torch
 from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
 from composer.models import ComposerModel
 
+from mosaic_pretrain.model import MosaicBertForMaskedLM
+from mosaic_pretrain.train.flops import training_flops
+
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -21,6 +24,11 @@ class MLMComposerModel(ComposerModel):
             "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
             "MaskedAccuracy": MaskedAccuracy(ignore_index=IGNORE_INDEX),
         }
+
+    def flops_per_batch(self, batch: dict) -> int:
+        """Training FLOPs for this batch, read by Composer's SpeedMonitor to report MFU."""
+        gated = isinstance(self.model, MosaicBertForMaskedLM)
+        return training_flops(self.model.config, batch, gated)
 
     def forward(self, batch: dict):
         return self.model(**{name: batch[name] for name in MODEL_INPUTS if name in batch})

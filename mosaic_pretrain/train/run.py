@@ -4,9 +4,10 @@ import os
 from pathlib import Path
 
 from composer import Trainer
-from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
+from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.utils import dist, reproducibility
 
+from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection
 from mosaic_pretrain.errors import ConfigError
@@ -24,17 +25,37 @@ from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
 def build_callbacks(section: CallbacksSection) -> list:
     callbacks = []
     if section.speed_monitor is not None:
-        callbacks.append(SpeedMonitor(window_size=section.speed_monitor.window_size))
+        callbacks.append(
+            SpeedMonitor(
+                window_size=section.speed_monitor.window_size,
+                gpu_flops_available=section.speed_monitor.gpu_flops_available,
+            )
+        )
     if section.lr_monitor is not None:
         callbacks.append(LRMonitor())
     if section.memory_monitor is not None:
         callbacks.append(MemoryMonitor())
+    if section.optimizer_monitor is not None:
+        monitor = section.optimizer_monitor
+        callbacks.append(
+            OptimizerMonitor(
+                log_optimizer_metrics=monitor.log_optimizer_metrics,
+                batch_log_interval=monitor.batch_log_interval,
+            )
+        )
     return callbacks
 
 
-def build_loggers(section: LoggersSection) -> list:
+def run_folder(config: PretrainConfig) -> Path:
+    """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
+    folder = config.save_folder or "runs/{run_name}"
+    return Path(folder.format(run_name=config.run_name))
+
+
+def build_loggers(section: LoggersSection, folder: Path) -> list:
+    loggers = [MetricsFile(folder)]
     if section.wandb is None:
-        return []
+        return loggers
     try:
         import wandb  # noqa: F401
         from composer.loggers import WandBLogger
@@ -45,11 +66,12 @@ def build_loggers(section: LoggersSection) -> list:
     if section.wandb.project is None:
         os.environ.setdefault("WANDB_MODE", "offline")  # no project: never send anything
     return [
+        *loggers,
         WandBLogger(
             project=section.wandb.project,
             entity=section.wandb.entity,
             tags=list(section.wandb.tags),
-        )
+        ),
     ]
 
 
@@ -108,7 +130,7 @@ def train(config: PretrainConfig) -> Trainer:
         log_to_console=config.log_to_console,
         console_log_interval=config.console_log_interval,
         callbacks=build_callbacks(config.callbacks),
-        loggers=build_loggers(config.loggers),
+        loggers=build_loggers(config.loggers, run_folder(config)),
     )
     trainer.fit()
     if export_folder is not None and dist.get_global_rank() == 0:

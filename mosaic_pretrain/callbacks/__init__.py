@@ -1,0 +1,1 @@
+"""Training callbacks and logger destinations, one per module."""

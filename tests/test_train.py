@@ -145,3 +145,42 @@ def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus
     broken.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt or not a Composer checkpoint"):
         export_checkpoint(broken, tmp_path / "other")
+
+
+def test_another_runs_checkpoints_are_never_overwritten_unless_asked(corpus, tmp_path):
+    run(corpus, tmp_path / "first", "max_duration=2ba", "eval_interval=2ba", "save_interval=2ba")
+    folder = tmp_path / "first"
+    with pytest.raises(ConfigError, match=r"already holds checkpoints; set autoresume: true"):
+        run(corpus, folder, "max_duration=2ba", "export_folder=null")
+    run(
+        corpus,
+        folder,
+        "max_duration=2ba",
+        "eval_interval=2ba",
+        "save_interval=2ba",
+        "export_folder=null",
+        "save_overwrite=true",
+    )
+
+
+def test_compile_key_compiles_the_model(corpus, tmp_path):
+    """With torch.compile's `eager` backend the numbers are those of the plain model."""
+    common = ["max_duration=2ba", "eval_interval=2ba", "save_interval=2ba"]
+    plain, _ = run(corpus, tmp_path / "plain", *common)
+    compiled, _ = run(corpus, tmp_path / "compiled", *common, "compile.backend=eager")
+    assert all(torch.equal(plain[name], compiled[name]) for name in plain)
+
+
+def test_wandb_logs_offline_without_a_project(corpus, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run(
+        corpus,
+        tmp_path / "run",
+        "max_duration=2ba",
+        "eval_interval=2ba",
+        "save_interval=2ba",
+        "loggers.wandb.tags=[test]",
+    )
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -156,6 +156,15 @@ class LoggersSection:
 
 
 @dataclass
+class CompileSection:
+    """`torch.compile` of the model (ours); passed to Composer's `compile_config`."""
+
+    backend: str = "inductor"
+    mode: str | None = None  # e.g. max-autotune
+    dynamic: bool | None = None  # None: let torch decide after the first recompile
+
+
+@dataclass
 class PretrainConfig:
     """A pretraining recipe. `???` marks a key the recipe must set."""
 
@@ -180,6 +189,9 @@ class PretrainConfig:
     # At the end of training, write a Hugging Face directory here (may contain {run_name}; ours).
     export_folder: str | None = None
     autoresume: bool = False  # continue from the latest checkpoint in save_folder
+    # Write into a save_folder that already holds checkpoints of another run (ours).
+    save_overwrite: bool = False
+    compile: CompileSection | None = None  # torch.compile the model (ours)
     progress_bar: bool = False
     log_to_console: bool = True
     console_log_interval: str = "1ba"

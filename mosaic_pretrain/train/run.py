@@ -1,5 +1,6 @@
 """`mosaic-pretrain train`: build everything from a validated recipe and run Composer's Trainer."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from mosaic_pretrain.train.builders import (
     build_tokenizer,
 )
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
+
+logger = logging.getLogger(__name__)
 
 
 def build_callbacks(section: CallbacksSection) -> list:
@@ -95,12 +98,40 @@ def _export_folder(config: PretrainConfig) -> Path | None:
     return folder
 
 
+def _check_save_folder(config: PretrainConfig) -> None:
+    """A run never writes over another run's checkpoints unless the recipe says so."""
+    if config.save_folder is None or config.autoresume or config.save_overwrite:
+        return
+    folder = Path(config.save_folder.format(run_name=config.run_name))
+    if folder.is_dir() and any(folder.glob("*.pt")):
+        raise ConfigError(
+            f"save_folder {folder} already holds checkpoints; set autoresume: true to continue "
+            "that run, choose another save_folder, or set save_overwrite: true to replace them"
+        )
+
+
+def _compile_config(config: PretrainConfig) -> dict | None:
+    if config.compile is None:
+        return None
+    options = {"backend": config.compile.backend, "dynamic": config.compile.dynamic}
+    if config.compile.mode is not None:
+        options["mode"] = config.compile.mode
+    return options
+
+
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
     # the Trainer seeds them only once it is constructed, after the model exists.
     reproducibility.seed_all(config.seed)
     export_folder = _export_folder(config)
+    _check_save_folder(config)
+    logger.info("resolved recipe:\n%s", to_yaml(config))
+    if config.algorithms.fused_layernorm is not None:
+        logger.info(
+            "algorithms.fused_layernorm (apex in MosaicBERT) is served by our low-precision "
+            "LayerNorm, which needs no apex"
+        )
     tokenizer = build_tokenizer(config)
     model = build_composer_model(config, tokenizer)
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
@@ -124,6 +155,8 @@ def train(config: PretrainConfig) -> Trainer:
         save_folder=config.save_folder,
         save_interval=config.save_interval,
         save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
+        save_overwrite=config.save_overwrite,
+        compile_config=_compile_config(config),
         load_path=config.load_path,
         autoresume=config.autoresume,
         progress_bar=config.progress_bar,

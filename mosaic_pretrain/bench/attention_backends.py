@@ -66,20 +66,23 @@ def time_backend(
     """One backend: bf16 autocast on CUDA (float32 on CPU), forward + backward per step."""
     microbatch, seq_len = batch["input_ids"].shape
     real_tokens = int(batch["attention_mask"].ne(0).sum())
-    compiled = backend == "flex" and device.type == "cuda"
+    shape = dict(
+        backend=backend,
+        compiled=backend == "flex" and device.type == "cuda",
+        microbatch=microbatch,
+        seq_len=seq_len,
+        real_tokens=real_tokens,
+    )
     if (reason := backend_unavailable_reason(backend)) is not None:
+        nan = float("nan")
         return BackendTiming(
-            backend,
-            compiled,
-            microbatch,
-            seq_len,
-            real_tokens,
-            float("nan"),
-            float("nan"),
-            float("nan"),
-            None,
-            None,
-            f"skipped: {reason}",
+            **shape,
+            step_ms_median=nan,
+            step_ms_min=nan,
+            tokens_per_s=nan,
+            peak_mem_gib=None,
+            max_abs_logit_diff_vs_eager_fp32=None,
+            status=f"skipped: {reason}",
         )
     torch.manual_seed(0)
     model = MosaicBertForMaskedLM(
@@ -104,17 +107,13 @@ def time_backend(
         difference = float((logits - reference_logits).abs().max())
     median = statistics.median(times)
     return BackendTiming(
-        backend,
-        compiled,
-        microbatch,
-        seq_len,
-        real_tokens,
-        median,
-        min(times),
-        real_tokens / (median / 1000),
-        peak,
-        difference,
-        "ok",
+        **shape,
+        step_ms_median=median,
+        step_ms_min=min(times),
+        tokens_per_s=real_tokens / (median / 1000),
+        peak_mem_gib=peak,
+        max_abs_logit_diff_vs_eager_fp32=difference,
+        status="ok",
     )
 
 

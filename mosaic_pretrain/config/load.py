@@ -16,7 +16,6 @@ from omegaconf.errors import (
     InterpolationResolutionError,
     MissingMandatoryValue,
     OmegaConfBaseException,
-    ValidationError,
 )
 
 from mosaic_pretrain.config.schema import PretrainConfig
@@ -91,14 +90,7 @@ def load_config(path: str | Path, overrides: list[str] = (), world_size: int = 1
     try:
         merged = OmegaConf.merge(schema, _load_yaml(Path(path)), _parse_overrides(list(overrides)))
         config = OmegaConf.to_object(merged)
-    except (
-        ConfigKeyError,
-        ValidationError,
-        MissingMandatoryValue,
-        InterpolationResolutionError,
-    ) as error:
-        raise ConfigError(_describe(error)) from None
-    except OmegaConfBaseException as error:
+    except OmegaConfBaseException as error:  # unknown key, wrong type, missing value, ...
         raise ConfigError(_describe(error)) from None
     validate(config, world_size)
     return config

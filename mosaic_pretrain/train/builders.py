@@ -17,7 +17,7 @@ from mosaic_pretrain.config.schema import (
     SchedulerSection,
 )
 from mosaic_pretrain.data.collator import MLMCollator
-from mosaic_pretrain.data.convert import ConvertOptions, convert
+from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
 from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
 from mosaic_pretrain.errors import ConfigError
@@ -65,7 +65,7 @@ def build_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, low_p
 
 def _ensure_builtin_corpus(dataset: DatasetSection) -> None:
     local = Path(dataset.local)
-    if not (local / "conversion.json").exists() or not (local / "train").exists():
+    if not (local / MANIFEST).exists() or not (local / "train").exists():
         convert(ConvertOptions(val_fraction=BUILTIN_VAL_FRACTION), local, progress=False)
 
 
@@ -74,7 +74,6 @@ def build_dataloader(
     config: PretrainConfig,
     tokenizer: PreTrainedTokenizerBase,
     device_batch_size: int,
-    is_train: bool,
 ) -> DataSpec:
     dataset_section = loader.dataset
     if dataset_section.convert_builtin_corpus:
@@ -104,12 +103,10 @@ def build_dataloader(
     )
 
 
-def build_evaluator(config, tokenizer, world_size: int) -> Evaluator | None:
+def build_evaluator(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) -> Evaluator | None:
     if config.eval_loader is None:
         return None
-    spec = build_dataloader(
-        config.eval_loader, config, tokenizer, config.device_eval_batch_size, is_train=False
-    )
+    spec = build_dataloader(config.eval_loader, config, tokenizer, config.device_eval_batch_size)
     return Evaluator(
         label="eval", dataloader=spec, metric_names=["LanguageCrossEntropy", "MaskedAccuracy"]
     )

@@ -5,9 +5,9 @@ from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
 from composer.models import ComposerModel
 
 from mosaic_pretrain.model import MosaicBertForMaskedLM
+from mosaic_pretrain.model.modeling import IGNORE_INDEX
 from mosaic_pretrain.train.flops import training_flops
 
-IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
 

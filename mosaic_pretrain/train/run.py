@@ -49,10 +49,14 @@ def build_callbacks(section: CallbacksSection) -> list:
     return callbacks
 
 
+def _expand(template: str, config: PretrainConfig) -> Path:
+    """A folder from the recipe, with its `{run_name}` filled in."""
+    return Path(template.format(run_name=config.run_name))
+
+
 def run_folder(config: PretrainConfig) -> Path:
     """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
-    folder = config.save_folder or "runs/{run_name}"
-    return Path(folder.format(run_name=config.run_name))
+    return _expand(config.save_folder or "runs/{run_name}", config)
 
 
 def build_loggers(section: LoggersSection, folder: Path) -> list:
@@ -81,7 +85,7 @@ def build_loggers(section: LoggersSection, folder: Path) -> list:
 def save_resolved_config(config: PretrainConfig) -> None:
     if config.save_folder is None or dist.get_global_rank() != 0:
         return
-    folder = Path(config.save_folder.format(run_name=config.run_name))
+    folder = run_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RESOLVED_CONFIG).write_text(to_yaml(config))
 
@@ -90,7 +94,7 @@ def _export_folder(config: PretrainConfig) -> Path | None:
     """Where to export at the end; refused now if taken, not after hours of training."""
     if config.export_folder is None:
         return None
-    folder = Path(config.export_folder.format(run_name=config.run_name))
+    folder = _expand(config.export_folder, config)
     if folder.exists():
         raise ConfigError(
             f"export_folder {folder} already exists; remove it or set another export_folder"
@@ -102,7 +106,7 @@ def _check_save_folder(config: PretrainConfig) -> None:
     """A run never writes over another run's checkpoints unless the recipe says so."""
     if config.save_folder is None or config.autoresume or config.save_overwrite:
         return
-    folder = Path(config.save_folder.format(run_name=config.run_name))
+    folder = run_folder(config)
     if folder.is_dir() and any(folder.glob("*.pt")):
         raise ConfigError(
             f"save_folder {folder} already holds checkpoints; set autoresume: true to continue "
@@ -135,16 +139,14 @@ def train(config: PretrainConfig) -> Trainer:
     tokenizer = build_tokenizer(config)
     model = build_composer_model(config, tokenizer)
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
-    train_data = build_dataloader(
-        config.train_loader, config, tokenizer, device_batch_size, is_train=True
-    )
+    train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)
     save_resolved_config(config)
     trainer = Trainer(
         run_name=config.run_name,
         model=model,
         train_dataloader=train_data,
-        eval_dataloader=build_evaluator(config, tokenizer, dist.get_world_size()),
+        eval_dataloader=build_evaluator(config, tokenizer),
         max_duration=config.max_duration,
         eval_interval=config.eval_interval,
         optimizers=optimizer,

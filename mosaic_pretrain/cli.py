@@ -6,6 +6,11 @@ import sys
 
 from mosaic_pretrain.errors import MosaicPretrainError
 
+
+class JobsFailed(MosaicPretrainError):
+    """Some jobs of a sweep failed; the others finished and are reported."""
+
+
 USER_ERROR_EXIT_CODE = 2
 
 
@@ -189,6 +194,36 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"exported to {export_checkpoint(args.checkpoint, args.out_dir, args.recipe)}")
 
 
+def _add_glue(subparsers: argparse._SubParsersAction) -> None:
+    glue = subparsers.add_parser(
+        "glue",
+        help="finetune a pretrained model on GLUE tasks (tasks x seeds, in parallel) and report",
+        description="Runs the jobs of SWEEP (with key=value overrides, e.g. tasks=[sst2,mrpc]) "
+        "that have no result yet in its output folder, then writes report.json/.csv/.png there.",
+    )
+    glue.add_argument("sweep", help="a sweep YAML, e.g. configs/glue/mosaic-bert-base.yaml")
+    glue.add_argument("overrides", nargs="*", metavar="key=value")
+    glue.add_argument(
+        "--report-only", action="store_true", help="run nothing; report the finished jobs"
+    )
+    glue.set_defaults(handler=_run_glue)
+
+
+def _run_glue(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.glue.config import load_sweep
+    from mosaic_pretrain.glue.sweep import glue
+
+    outcome, _, table = glue(load_sweep(args.sweep, args.overrides), args.report_only)
+    print(table)
+    print(f"report: {outcome.folder}/report.json, report.csv, report.png")
+    if outcome.failed:
+        raise JobsFailed(
+            f"{len(outcome.failed)} of {len(outcome.jobs)} jobs failed "
+            f"({', '.join(outcome.failed)}); logs in {outcome.folder}/jobs/NAME/job.log; "
+            "rerun the same command to run only the unfinished jobs"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
@@ -198,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_glue(subparsers)
     return parser
 
 

@@ -82,16 +82,29 @@ def _parse_overrides(overrides: list[str]):
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as error:
         raise ConfigError(f"overrides: {_describe(error)}") from None
+    except yaml.YAMLError as error:  # the value part is YAML: `key={a:1}` lacks a space
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(
+            f"overrides: a value is not valid YAML ({problem}); quote it, and write mappings "
+            "with a space after each colon, e.g. key='{a: 1}'"
+        ) from None
+
+
+def load_structured(schema: type, path: str | Path, overrides: list[str] = ()):
+    """The YAML file at `path` with `overrides`, merged into the dataclass `schema` at every
+    depth: unknown keys, wrong types and missing required keys are one-line `ConfigError`s."""
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(schema), _load_yaml(Path(path)), _parse_overrides(list(overrides))
+        )
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:  # unknown key, wrong type, missing value, ...
+        raise ConfigError(_describe(error)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> PretrainConfig:
     """The validated recipe at `path` with `overrides` applied, for `world_size` devices."""
-    schema = OmegaConf.structured(PretrainConfig)
-    try:
-        merged = OmegaConf.merge(schema, _load_yaml(Path(path)), _parse_overrides(list(overrides)))
-        config = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:  # unknown key, wrong type, missing value, ...
-        raise ConfigError(_describe(error)) from None
+    config = load_structured(PretrainConfig, path, overrides)
     validate(config, world_size)
     return config
 
@@ -202,6 +215,6 @@ def _model_problems(config: PretrainConfig) -> list[str]:
     return []
 
 
-def to_yaml(config: PretrainConfig) -> str:
-    """The resolved recipe, as saved beside the checkpoints."""
+def to_yaml(config) -> str:
+    """A resolved recipe (any schema dataclass), as saved beside its results."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))

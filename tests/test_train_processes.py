@@ -80,33 +80,56 @@ def test_two_ranks_through_composers_launcher(corpus, tmp_path):
     assert (tmp_path / "ckpt" / "ep0-ba4-rank0.pt").exists()
 
 
-def test_autoresume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path):
-    common = [
-        "max_duration=6ba",
-        "eval_interval=6ba",
-        "save_interval=2ba",
-        "save_num_checkpoints_to_keep=-1",
-        "autoresume=true",
-        "device_train_microbatch_size=8",
-    ]
+RESUMABLE = [
+    "max_duration=6ba",
+    "eval_interval=6ba",
+    "save_interval=2ba",
+    "save_num_checkpoints_to_keep=-1",
+    "autoresume=true",
+    "device_train_microbatch_size=8",
+]
+DIE_WHILE_SAVING = Path(__file__).resolve().parent / "die_while_saving.py"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    """The final weights of the 6-batch run nothing interrupts."""
+    folder = tmp_path_factory.mktemp("full")
     subprocess.run(
-        train_command(corpus, tmp_path / "full", *common),
+        train_command(corpus, folder / "ckpt", *RESUMABLE),
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return load_composer_weights(folder / "ckpt" / "ep0-ba6-rank0.pt")
+
+
+def resume_and_compare(corpus, tmp_path, folder: Path, uninterrupted: dict) -> None:
+    subprocess.run(
+        train_command(corpus, folder, *RESUMABLE),
         cwd=tmp_path,
         check=True,
         capture_output=True,
         timeout=600,
     )
+    resumed = load_composer_weights(folder / "ep0-ba6-rank0.pt")
+    assert uninterrupted.keys() == resumed.keys()
+    for name in uninterrupted:
+        assert torch.equal(uninterrupted[name], resumed[name]), name
 
+
+def test_autoresume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path, uninterrupted):
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        train_command(corpus, killed, *common),
+        train_command(corpus, killed, *RESUMABLE),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
-    # Killed once the batch-2 checkpoint is complete (Composer links `latest` after writing it).
-    # A kill while a checkpoint is being written is the reliability issue's case, not this one.
+    # Killed during a step, once the batch-2 checkpoint is complete (Composer links `latest`
+    # after writing it).
     while not (killed / "latest-rank0.pt").exists():
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
@@ -114,16 +137,34 @@ def test_autoresume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "ep0-ba6-rank0.pt").exists()
-    subprocess.run(
-        train_command(corpus, killed, *common),
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    resume_and_compare(corpus, tmp_path, killed, uninterrupted)
 
-    full = load_composer_weights(tmp_path / "full" / "ep0-ba6-rank0.pt")
-    resumed = load_composer_weights(killed / "ep0-ba6-rank0.pt")
-    assert full.keys() == resumed.keys()
-    for name in full:
-        assert torch.equal(full[name], resumed[name]), name
+
+def die_while_saving(corpus, tmp_path, folder: Path, mode: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(DIE_WHILE_SAVING), "4", mode, "--"]
+    command += train_command(corpus, folder, *RESUMABLE)[3:]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_a_kill_while_a_checkpoint_is_written_resumes_from_the_last_complete_one(
+    corpus, tmp_path, uninterrupted
+):
+    folder = tmp_path / "ckpt"
+    died = die_while_saving(corpus, tmp_path, folder, "kill")
+    assert died.returncode == -signal.SIGKILL
+    half_written = folder / "ep0-ba4-rank0.pt"
+    assert half_written.exists() and os.readlink(folder / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
+    resume_and_compare(corpus, tmp_path, folder, uninterrupted)
+    set_aside = list((folder / "incomplete").glob("ep0-ba4-rank0.pt.*"))
+    assert len(set_aside) == 1 and set_aside[0].stat().st_size < half_written.stat().st_size
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(corpus, tmp_path, uninterrupted):
+    folder = tmp_path / "ckpt"
+    died = die_while_saving(corpus, tmp_path, folder, "disk-full")
+    assert died.returncode == 2, died.stderr[-2000:]
+    message = died.stderr.strip().splitlines()[-1]
+    assert message.startswith("mosaic-pretrain train: error: no space left on the device")
+    assert "last complete checkpoint is kept (ep0-ba2-rank0.pt)" in message
+    assert os.readlink(folder / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
+    resume_and_compare(corpus, tmp_path, folder, uninterrupted)

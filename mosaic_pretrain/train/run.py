@@ -1,5 +1,6 @@
 """`mosaic-pretrain train`: build everything from a validated recipe and run Composer's Trainer."""
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from composer.utils import dist, reproducibility
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection
-from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.errors import CheckpointError, ConfigError
 from mosaic_pretrain.train.builders import (
     build_composer_model,
     build_dataloader,
@@ -20,6 +21,7 @@ from mosaic_pretrain.train.builders import (
     build_scheduler,
     build_tokenizer,
 )
+from mosaic_pretrain.train.checkpoints import latest_link, repair_checkpoint_folder
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,21 @@ def _compile_config(config: PretrainConfig) -> dict | None:
     return options
 
 
+def _disk_full_message(config: PretrainConfig, error: OSError) -> str:
+    kept = ""
+    if config.save_folder is not None:
+        link = latest_link(run_folder(config))
+        kept = (
+            f"; the last complete checkpoint is kept ({link.resolve().name})"
+            if link.exists()
+            else ""
+        )
+    return (
+        f"no space left on the device while writing {error.filename or 'a file'}{kept}; free "
+        "space, then rerun with autoresume: true (a checkpoint cut short is set aside)"
+    )
+
+
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
@@ -130,6 +147,8 @@ def train(config: PretrainConfig) -> Trainer:
     reproducibility.seed_all(config.seed)
     export_folder = _export_folder(config)
     _check_save_folder(config)
+    if config.autoresume and dist.get_global_rank() == 0:
+        repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
     logger.info("resolved recipe:\n%s", to_yaml(config))
     if config.algorithms.fused_layernorm is not None:
         logger.info(
@@ -167,7 +186,12 @@ def train(config: PretrainConfig) -> Trainer:
         callbacks=build_callbacks(config.callbacks),
         loggers=build_loggers(config.loggers, run_folder(config)),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise CheckpointError(_disk_full_message(config, error)) from None
     if export_folder is not None and dist.get_global_rank() == 0:
         save_hf_directory(model.model.eval(), tokenizer, export_folder)
     return trainer

@@ -10,6 +10,7 @@ from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE, re
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.train.export import load_composer_weights
 from mosaic_pretrain.train.run import RESOLVED_CONFIG, train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
@@ -184,3 +185,83 @@ def test_wandb_logs_offline_without_a_project(corpus, tmp_path, monkeypatch):
         "loggers.wandb.tags=[test]",
     )
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def _poison_loss(monkeypatch, at_batch: int, factor: float):
+    """Multiply the training loss of batch `at_batch` (1-based) by `factor` (nan, inf, 100)."""
+    from mosaic_pretrain.train.composer_model import MLMComposerModel
+
+    calls = {"n": 0}
+    original = MLMComposerModel.loss
+
+    def loss(self, outputs, batch):
+        value = original(self, outputs, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == at_batch:
+                return value * factor
+        return value
+
+    monkeypatch.setattr(MLMComposerModel, "loss", loss)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    from mosaic_pretrain.callbacks.loss_guard import NumericalFault
+
+    _poison_loss(monkeypatch, at_batch=3, factor=float("nan"))
+    with pytest.raises(NumericalFault, match=r"the loss is nan while training batch 3;") as caught:
+        run(corpus, tmp_path, "max_duration=6ba", "eval_interval=6ba", "save_interval=2ba")
+    assert "\n" not in str(caught.value)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.glob("ep*.pt")) == ["ep0-ba2-rank0.pt"]
+    weights = load_composer_weights(folder / "ep0-ba2-rank0.pt")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def test_skip_drops_a_nan_batch_without_touching_the_weights(corpus, tmp_path, monkeypatch):
+    from composer.core import Callback
+
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def batch_end(self, state, logger):
+            model = state.model.model
+            snapshots[int(state.timestamp.batch)] = {
+                k: v.detach().clone() for k, v in model.state_dict().items()
+            }
+
+    monkeypatch.setattr("mosaic_pretrain.train.run.build_callbacks", lambda section: [Snapshot()])
+    _poison_loss(monkeypatch, at_batch=3, factor=float("inf"))
+    weights, _ = run(
+        corpus,
+        tmp_path,
+        "max_duration=4ba",
+        "eval_interval=4ba",
+        "save_interval=4ba",
+        "loss_guard.action=skip",
+    )
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+    unchanged = [torch.equal(snapshots[2][k], snapshots[3][k]) for k in snapshots[2]]
+    assert all(unchanged)  # batch 3 was dropped: no update
+    assert not torch.equal(
+        snapshots[3]["bert.embeddings.LayerNorm.weight"],
+        snapshots[4]["bert.embeddings.LayerNorm.weight"],
+    )
+    series = read_metrics(tmp_path / "checkpoints" / METRICS_FILE)
+    assert series["loss_guard/skipped_batches"] == {3: 1.0}
+
+
+def test_a_loss_spike_past_the_threshold_stops_the_run(corpus, tmp_path, monkeypatch):
+    from mosaic_pretrain.callbacks.loss_guard import NumericalFault
+
+    _poison_loss(monkeypatch, at_batch=5, factor=100.0)
+    with pytest.raises(NumericalFault, match=r"spiked to .* over 3.0 x the mean .* batch 5"):
+        run(
+            corpus,
+            tmp_path,
+            "max_duration=6ba",
+            "eval_interval=6ba",
+            "save_interval=2ba",
+            "loss_guard.spike_factor=3.0",
+            "loss_guard.window=2",
+        )

@@ -183,6 +183,13 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
                 probability is None or 0.0 < probability < 1.0,
                 f"{name}.dataset.mlm_probability must be in (0, 1)",
             )
+    guard = config.loss_guard
+    check(
+        guard.spike_factor is None or guard.spike_factor > 1.0,
+        "loss_guard.spike_factor must be above 1 (e.g. 3.0), or null to turn spikes off",
+    )
+    check(guard.window >= 1, "loss_guard.window must be at least 1")
+    check(guard.max_skipped_batches >= 0, "loss_guard.max_skipped_batches must not be negative")
     problems += _model_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -155,6 +155,22 @@ class LoggersSection:
     wandb: WandbSection | None = None
 
 
+class FaultAction(str, Enum):
+    stop = "stop"  # end the run; the last checkpoint is the last good one
+    skip = "skip"  # drop the batch (no update) and go on, up to max_skipped_batches
+
+
+@dataclass
+class LossGuardSection:
+    """Numerical faults, always checked: a NaN or infinite loss, and a spike when set (ours)."""
+
+    action: FaultAction = FaultAction.stop
+    # A loss above spike_factor x the mean of the last `window` batches is a fault; null: off.
+    spike_factor: float | None = None
+    window: int = 50
+    max_skipped_batches: int = 10  # with action skip: stop after this many skipped batches
+
+
 @dataclass
 class CompileSection:
     """`torch.compile` of the model (ours); passed to Composer's `compile_config`."""
@@ -192,6 +208,7 @@ class PretrainConfig:
     # Write into a save_folder that already holds checkpoints of another run (ours).
     save_overwrite: bool = False
     compile: CompileSection | None = None  # torch.compile the model (ours)
+    loss_guard: LossGuardSection = field(default_factory=LossGuardSection)
     progress_bar: bool = False
     log_to_console: bool = True
     console_log_interval: str = "1ba"

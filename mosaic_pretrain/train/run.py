@@ -9,9 +9,10 @@ from composer import Trainer
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.utils import dist, reproducibility
 
+from mosaic_pretrain.callbacks.loss_guard import LossGuard
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config import PretrainConfig, to_yaml
-from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection
+from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection, LossGuardSection
 from mosaic_pretrain.errors import CheckpointError, ConfigError
 from mosaic_pretrain.train.builders import (
     build_composer_model,
@@ -49,6 +50,15 @@ def build_callbacks(section: CallbacksSection) -> list:
             )
         )
     return callbacks
+
+
+def build_loss_guard(section: LossGuardSection) -> LossGuard:
+    return LossGuard(
+        action=section.action.value,
+        spike_factor=section.spike_factor,
+        window=section.window,
+        max_skipped_batches=section.max_skipped_batches,
+    )
 
 
 def _expand(template: str, config: PretrainConfig) -> Path:
@@ -183,7 +193,7 @@ def train(config: PretrainConfig) -> Trainer:
         progress_bar=config.progress_bar,
         log_to_console=config.log_to_console,
         console_log_interval=config.console_log_interval,
-        callbacks=build_callbacks(config.callbacks),
+        callbacks=[*build_callbacks(config.callbacks), build_loss_guard(config.loss_guard)],
         loggers=build_loggers(config.loggers, run_folder(config)),
     )
     try:

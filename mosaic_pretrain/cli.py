@@ -4,7 +4,7 @@ import argparse
 import logging
 import sys
 
-from mosaic_pretrain.errors import MosaicPretrainError
+from mosaic_pretrain.errors import MosaicPretrainError, RunStopped
 
 
 class JobsFailed(MosaicPretrainError):
@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
+    except RunStopped as stopped:
+        print(f"mosaic-pretrain {args.command}: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except MosaicPretrainError as error:
         print(f"mosaic-pretrain {args.command}: error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE

@@ -21,3 +21,12 @@ class DataError(MosaicPretrainError):
 
 class CheckpointError(MosaicPretrainError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
+
+
+class RunStopped(Exception):
+    """A run stopped on request (SIGTERM, Ctrl-C) after saving its state: not an error of the
+    user's, but not a finished run either. The exit code is the shell's for that signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

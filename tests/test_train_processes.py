@@ -3,6 +3,7 @@ killed with SIGKILL then continued by autoresume."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,3 +169,52 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(corpus, tmp_path
     assert "last complete checkpoint is kept (ep0-ba2-rank0.pt)" in message
     assert os.readlink(folder / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
     resume_and_compare(corpus, tmp_path, folder, uninterrupted)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_a_checkpoint_exits_cleanly_and_autoresume_continues(
+    corpus, tmp_path, stop_signal
+):
+    from mosaic_pretrain.train.checkpoints import is_complete
+
+    folder = tmp_path / "ckpt"
+    common = [
+        "eval_interval=1000ba",
+        "save_interval=1000ba",
+        "autoresume=true",
+        "device_train_microbatch_size=8",
+    ]
+    process = subprocess.Popen(
+        train_command(corpus, folder, "max_duration=500ba", *common),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = folder / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + stop_signal, stderr[-2000:]
+    last_line = stderr.strip().splitlines()[-1]
+    pattern = rf"stopped by {stop_signal.name} after batch (\d+); checkpoint (\S+) saved"
+    match = re.search(pattern, last_line)
+    assert match, last_line
+    batch = int(match.group(1))
+    assert match.group(2) == f"ep0-ba{batch}-rank0.pt" and is_complete(folder / match.group(2))
+    assert "Traceback" not in stderr
+
+    subprocess.run(
+        train_command(corpus, folder, f"max_duration={batch + 2}ba", *common),
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert (folder / f"ep0-ba{batch + 2}-rank0.pt").exists()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    trained = [record["step"] for record in records if "loss/train/total" in record]
+    assert trained == list(range(batch + 2))  # each batch once: resumed right after the saved one

@@ -3,17 +3,19 @@
 import errno
 import logging
 import os
+import signal
 from pathlib import Path
 
 from composer import Trainer
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.utils import dist, reproducibility
 
+from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.loss_guard import LossGuard
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection, LossGuardSection
-from mosaic_pretrain.errors import CheckpointError, ConfigError
+from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
 from mosaic_pretrain.train.builders import (
     build_composer_model,
     build_dataloader,
@@ -150,6 +152,23 @@ def _disk_full_message(config: PretrainConfig, error: OSError) -> str:
     )
 
 
+def _stopped_message(config: PretrainConfig, stopper: GracefulStop) -> str:
+    where = "no save_folder, so nothing was saved"
+    if config.save_folder is not None:
+        link = latest_link(run_folder(config))
+        if link.exists():
+            where = (
+                f"checkpoint {link.resolve().name} saved in {run_folder(config)}; rerun with "
+                "autoresume: true to continue"
+            )
+    return f"stopped by {stopper.requested} after batch {stopper.stopped_after_batch}; {where}"
+
+
+def _exit_code(signal_name: str) -> int:
+    """The shell's code for a process ended by that signal (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(getattr(signal, signal_name, signal.SIGTERM))
+
+
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
@@ -171,6 +190,7 @@ def train(config: PretrainConfig) -> Trainer:
     train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)
     save_resolved_config(config)
+    stopper = GracefulStop()
     trainer = Trainer(
         run_name=config.run_name,
         model=model,
@@ -193,7 +213,11 @@ def train(config: PretrainConfig) -> Trainer:
         progress_bar=config.progress_bar,
         log_to_console=config.log_to_console,
         console_log_interval=config.console_log_interval,
-        callbacks=[*build_callbacks(config.callbacks), build_loss_guard(config.loss_guard)],
+        callbacks=[
+            *build_callbacks(config.callbacks),
+            build_loss_guard(config.loss_guard),
+            stopper,
+        ],
         loggers=build_loggers(config.loggers, run_folder(config)),
     )
     try:
@@ -202,6 +226,8 @@ def train(config: PretrainConfig) -> Trainer:
         if error.errno != errno.ENOSPC:
             raise
         raise CheckpointError(_disk_full_message(config, error)) from None
+    if stopper.requested is not None:
+        raise RunStopped(_stopped_message(config, stopper), _exit_code(stopper.requested))
     if export_folder is not None and dist.get_global_rank() == 0:
         save_hf_directory(model.model.eval(), tokenizer, export_folder)
     return trainer

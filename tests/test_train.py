@@ -265,3 +265,48 @@ def test_a_loss_spike_past_the_threshold_stops_the_run(corpus, tmp_path, monkeyp
             "loss_guard.spike_factor=3.0",
             "loss_guard.window=2",
         )
+
+
+def test_checkpoints_carry_the_recipe_and_code_version_and_resume_refuses_changes(corpus, tmp_path):
+    from mosaic_pretrain.train.resume import read_record
+
+    first = ["max_duration=2ba", "eval_interval=2ba", "save_interval=2ba"]
+    run(corpus, tmp_path, *first)
+    checkpoint = tmp_path / "checkpoints" / "ep0-ba2-rank0.pt"
+    record = read_record(checkpoint)
+    assert record["recipe"]["optimizer"]["lr"] == 1.0e-3
+    assert record["recipe"]["precision"] == "fp32"
+    assert record["code_version"].startswith("0.1.0")
+
+    resume = [
+        "max_duration=3ba",
+        "eval_interval=3ba",
+        "save_interval=3ba",
+        "autoresume=true",
+        "export_folder=null",
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"changes optimizer.lr, seed .*"
+        r"resume_allow_changes=\[optimizer.lr,seed\]",
+    ):
+        run(corpus, tmp_path, *resume, "optimizer.lr=5e-4", "seed=3")
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot resume .* different "
+        r"model.model_config.hidden_size",
+    ):
+        run(
+            corpus,
+            tmp_path,
+            *resume,
+            "model.model_config.hidden_size=128",
+            "resume_allow_changes=[model.model_config.hidden_size]",
+        )
+    with pytest.raises(ConfigError, match=r"resume_allow_changes: 'lr' is not a recipe key"):
+        run(corpus, tmp_path, *resume, "resume_allow_changes=[lr]")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ep*.pt")) == [checkpoint.name]
+
+    # Asked for by name, and operational keys (duration, intervals): the run continues.
+    run(corpus, tmp_path, *resume, "optimizer.lr=5e-4", "resume_allow_changes=[optimizer.lr]")
+    assert (tmp_path / "checkpoints" / "ep0-ba3-rank0.pt").exists()

@@ -183,6 +183,13 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
                 probability is None or 0.0 < probability < 1.0,
                 f"{name}.dataset.mlm_probability must be in (0, 1)",
             )
+    top_level = set(vars(config))
+    for key in config.resume_allow_changes:
+        check(
+            key.split(".")[0] in top_level,
+            f"resume_allow_changes: {key!r} is not a recipe key (write dotted keys, e.g. "
+            "optimizer.lr)",
+        )
     guard = config.loss_guard
     check(
         guard.spike_factor is None or guard.spike_factor > 1.0,

@@ -209,6 +209,8 @@ class PretrainConfig:
     save_overwrite: bool = False
     compile: CompileSection | None = None  # torch.compile the model (ours)
     loss_guard: LossGuardSection = field(default_factory=LossGuardSection)
+    # Keys a resumed run may change from its checkpoint's recipe, e.g. [optimizer.lr] (ours).
+    resume_allow_changes: list[str] = field(default_factory=list)
     progress_bar: bool = False
     log_to_console: bool = True
     console_log_interval: str = "1ba"

@@ -13,6 +13,7 @@ from composer.utils import dist, reproducibility
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.loss_guard import LossGuard
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
+from mosaic_pretrain.callbacks.run_record import RunRecord
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.config.schema import CallbacksSection, LoggersSection, LossGuardSection
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
@@ -26,6 +27,7 @@ from mosaic_pretrain.train.builders import (
 )
 from mosaic_pretrain.train.checkpoints import latest_link, repair_checkpoint_folder
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
+from mosaic_pretrain.train.resume import check_resume, checkpoint_to_resume, recipe_record
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +180,9 @@ def train(config: PretrainConfig) -> Trainer:
     _check_save_folder(config)
     if config.autoresume and dist.get_global_rank() == 0:
         repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
+    resume_from = checkpoint_to_resume(config, run_folder(config))
+    if resume_from is not None:
+        check_resume(config, resume_from)
     logger.info("resolved recipe:\n%s", to_yaml(config))
     if config.algorithms.fused_layernorm is not None:
         logger.info(
@@ -217,6 +222,7 @@ def train(config: PretrainConfig) -> Trainer:
             *build_callbacks(config.callbacks),
             build_loss_guard(config.loss_guard),
             stopper,
+            RunRecord(recipe_record(config)),
         ],
         loggers=build_loggers(config.loggers, run_folder(config)),
     )

@@ -1,0 +1,106 @@
+"""Resuming checks: the recipe a run continues with against the one in its checkpoint.
+
+Keys fall in three groups. Operational keys (where to save, how often to log, how long to run,
+batch split per device, data location, ...) may change freely. The model's shape and the
+tokenizer can never change: the weights and the data would no longer fit. Every other key (the
+optimizer, schedule, seed, batch size, masking, sequence length, ...) changes the run it
+continues, so a change must be asked for by name in `resume_allow_changes` (e.g. a new
+learning rate: `resume_allow_changes=[optimizer.lr]`).
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+RECORD = "RunRecord"
+FREE = (
+    "run_name", "autoresume", "load_path", "save_folder", "save_interval",
+    "save_num_checkpoints_to_keep", "save_overwrite", "export_folder", "progress_bar",
+    "log_to_console", "console_log_interval", "callbacks", "loggers", "eval_interval",
+    "device_eval_batch_size", "device_train_microbatch_size", "max_duration", "data_local",
+    "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
+    "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",
+)  # fmt: skip
+NEVER = (
+    "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",
+)  # fmt: skip
+
+
+def recipe_record(config: PretrainConfig) -> dict:
+    """The resolved recipe as plain data (enums as their values), as stored in checkpoints."""
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        flat = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): data}
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def changed_keys(saved: dict, current: dict) -> list[str]:
+    old, new = _flatten(saved), _flatten(current)
+    return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+
+
+def checkpoint_to_resume(config: PretrainConfig, folder: Path) -> Path | None:
+    if config.autoresume:
+        link = folder / "latest-rank0.pt"
+        if link.exists():
+            return link
+    if config.load_path and "://" not in config.load_path:
+        return Path(config.load_path)
+    return None
+
+
+def read_record(checkpoint: Path) -> dict | None:
+    """The RunRecord of a checkpoint (None for one written before records existed)."""
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist; fix load_path")
+    try:  # mmap: the tensors stay on disk, only the small pickled state is read
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # corrupt or not a checkpoint: name it, do not crash later
+        raise CheckpointError(
+            f"checkpoint {checkpoint} cannot be read ({type(error).__name__}); it is corrupt "
+            "or not a Composer checkpoint"
+        ) from None
+    return state.get("state", {}).get("callbacks", {}).get(RECORD)
+
+
+def check_resume(config: PretrainConfig, checkpoint: Path) -> None:
+    """Refuse to continue `checkpoint` with a recipe that changes what it cannot, or what the
+    recipe did not name in `resume_allow_changes`."""
+    record = read_record(checkpoint)
+    if record is None:
+        logger.warning("%s carries no recipe record; its recipe cannot be compared", checkpoint)
+        return
+    changed = [key for key in changed_keys(record["recipe"], recipe_record(config))
+               if not _under(key, FREE)]  # fmt: skip
+    never = [key for key in changed if _under(key, NEVER)]
+    if never:
+        raise ConfigError(
+            f"cannot resume {checkpoint} with a different {', '.join(never)}: the weights or "
+            "data would not fit; start a new run (load_path + a new save_folder) instead"
+        )
+    unasked = [key for key in changed if not _under(key, config.resume_allow_changes)]
+    if unasked:
+        raise ConfigError(
+            f"resuming {checkpoint} with a recipe that changes {', '.join(unasked)} "
+            f"(checkpoint made by {record.get('code_version', '?')}); set "
+            f"resume_allow_changes=[{','.join(unasked)}] if that is intended"
+        )
+    if changed:
+        logger.warning("resuming with changed %s, as resume_allow_changes allows", changed)

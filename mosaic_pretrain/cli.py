@@ -7,6 +7,10 @@ import sys
 from mosaic_pretrain.errors import MosaicPretrainError, RunStopped
 
 
+class CheckFailed(MosaicPretrainError):
+    """`check` found problems (each already printed on its own line)."""
+
+
 class JobsFailed(MosaicPretrainError):
     """Some jobs of a sweep failed; the others finished and are reported."""
 
@@ -224,6 +228,59 @@ def _run_glue(args: argparse.Namespace) -> None:
         )
 
 
+def _add_check(subparsers: argparse._SubParsersAction) -> None:
+    check = subparsers.add_parser(
+        "check",
+        help="find every problem that would stop a pretraining run or GLUE sweep, before "
+        "spending compute",
+        description="Validates RECIPE (with key=value overrides), its tokenizer, data, save "
+        "folder and the checkpoint it would continue, or a GLUE sweep's tasks, data and "
+        "starting point; prints each problem on one line.",
+    )
+    check.add_argument("recipe", help="a pretraining recipe or a GLUE sweep YAML")
+    check.add_argument("overrides", nargs="*", metavar="key=value")
+    check.set_defaults(handler=_run_check)
+
+
+def _is_sweep(path: str) -> bool:
+    """A GLUE sweep names a starting point; a pretraining recipe does not."""
+    import yaml
+
+    try:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return False  # the recipe loader reports it
+    return isinstance(loaded, dict) and "starting_point" in loaded
+
+
+def _sweep_problems(path: str, overrides: list[str]) -> list[str]:
+    from mosaic_pretrain.glue.config import load_sweep
+    from mosaic_pretrain.glue.sweep import check_sweep
+
+    try:
+        config = load_sweep(path, overrides)
+    except MosaicPretrainError as error:
+        return error.problems
+    return check_sweep(config)
+
+
+def _run_check(args: argparse.Namespace) -> None:
+    from composer.utils import dist
+
+    from mosaic_pretrain.train.check import check_file
+
+    if _is_sweep(args.recipe):
+        problems = _sweep_problems(args.recipe, args.overrides)
+    else:
+        problems = check_file(args.recipe, args.overrides, world_size=dist.get_world_size())
+    if problems:
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        raise CheckFailed(f"{len(problems)} problem(s) in {args.recipe}")
+    print(f"{args.recipe}: no problems found")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
@@ -234,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_glue(subparsers)
+    _add_check(subparsers)
     return parser
 
 

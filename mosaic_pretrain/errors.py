@@ -8,7 +8,12 @@ traceback.
 
 
 class MosaicPretrainError(Exception):
-    """Base class for problems the user can fix."""
+    """Base class for problems the user can fix. `problems` lists them one by one when several
+    were found at once (the message joins them)."""
+
+    def __init__(self, message: str = "", problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 class ConfigError(MosaicPretrainError, ValueError):
@@ -30,3 +35,22 @@ class RunStopped(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Problems:
+    """Collects user problems from several checks: a failing check's problems are kept and the
+    next check still runs, so one pass reports everything."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    def attempt(self, check, *args, **kwargs):
+        """`check(*args, **kwargs)`, or None after recording its problems."""
+        try:
+            return check(*args, **kwargs)
+        except MosaicPretrainError as error:
+            self.found.extend(error.problems)
+            return None
+
+    def add(self, problem: str) -> None:
+        self.found.append(problem)

@@ -318,3 +318,23 @@ def test_jobs_go_one_per_gpu_or_share_the_cpu(monkeypatch, tmp_path):
     scheduler = sweep_module.Scheduler(tmp_path / "out", placement, outcome)
     scheduler._start(jobs[0], 3)
     assert launched == ["3"] and jobs[0].precision == "amp_bf16" and jobs[0].device == "gpu"
+
+
+def test_check_reports_every_sweep_problem_at_once(pretrained, glue_root, tmp_path, capsys):
+    good = write_sweep(tmp_path / "good.yaml", pretrained, glue_root, ("sst2", "vader"), (1,))
+    assert main(["check", str(good)]) == 0
+    assert not (tmp_path / "out").exists()  # checking writes nothing into the sweep folder
+
+    bad_root = tmp_path / "bad"
+    shutil.copytree(glue_root / "SST-2", bad_root / "SST-2")
+    lines = (bad_root / "SST-2" / "train.tsv").read_text().splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + "\tmaybe"
+    (bad_root / "SST-2" / "train.tsv").write_text("\n".join(lines) + "\n")
+    bad = write_sweep(tmp_path / "bad.yaml", "./nowhere.pt", bad_root, ("sst2", "vader"), (1,))
+    capsys.readouterr()
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len([line for line in err if line.startswith("problem: ")]) == 3
+    assert any("train.tsv:3: label 'maybe'" in line for line in err)
+    assert any("task vader: no folder" in line for line in err)
+    assert any("starting_point ./nowhere.pt does not exist" in line for line in err)

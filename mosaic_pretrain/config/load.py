@@ -199,7 +199,7 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     check(guard.max_skipped_batches >= 0, "loss_guard.max_skipped_batches must not be negative")
     problems += _model_problems(config)
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError("; ".join(problems), problems)
 
 
 def _warmup_fits(warmup: Duration, duration: Duration, global_batch: int) -> bool:

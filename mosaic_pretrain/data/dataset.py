@@ -27,7 +27,7 @@ CHARACTERS_PER_TOKEN_BUDGET = 8
 TOKEN_MARGIN = 4
 
 
-def _check_local_split(local: str, split: str | None) -> Path:
+def check_local_split(local: str, split: str | None) -> Path:
     """The split folder, its index readable and its shards present with the recorded sizes."""
     root = Path(local) / (split or "")
     index_path = root / INDEX
@@ -60,7 +60,7 @@ def _check_local_split(local: str, split: str | None) -> Path:
     return root
 
 
-def _check_tokenizer_matches(index_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+def check_tokenizer_matches(index_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     """Pre-tokenized shards are only meaningful with the tokenizer that made them. The split's
     index (local, or fetched from the remote) records it when we wrote the shards."""
     stamp = json.loads(index_path.read_text()).get(INDEX_KEY)
@@ -121,14 +121,14 @@ class MLMStreamingDataset(StreamingDataset):
                 f"{special + 1}"
             )
         if remote is None:
-            _check_local_split(local, split)
+            check_local_split(local, split)
         try:
             super().__init__(local=local, remote=remote, split=split, **streaming_kwargs)
         except (json.JSONDecodeError, KeyError) as error:
             raise DataError(
                 f"MDS index under {local}/{split or ''} cannot be read ({error}); convert again"
             ) from None
-        _check_tokenizer_matches(Path(local) / (split or "") / INDEX, tokenizer)
+        check_tokenizer_matches(Path(local) / (split or "") / INDEX, tokenizer)
         columns = set(self.shards[0].column_names)
         if "input_ids" in columns:
             self.column = "input_ids"

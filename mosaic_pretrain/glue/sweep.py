@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mosaic_pretrain.config import to_yaml
-from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.errors import ConfigError, DataError, Problems
 from mosaic_pretrain.glue.config import (
     PRETRAINED,
     DeviceChoice,
@@ -151,11 +152,31 @@ def data_section(config: SweepConfig) -> dict:
 
 def check_data(config: SweepConfig) -> None:
     """Read every task's files now: a missing folder or column or a bad label stops the sweep
-    before any compute is spent."""
+    before any compute is spent (every task's problems at once)."""
+    problems = Problems()
     for task in task_specs(config).values():
-        loaded = load_task_data(task, data_section(config))
-        sizes = ", ".join(f"{split} {len(examples)}" for split, examples in loaded.dev.items())
-        logger.info("task %s: train %d, %s", task.name, len(loaded.train), sizes)
+        loaded = problems.attempt(load_task_data, task, data_section(config))
+        if loaded is not None:
+            sizes = ", ".join(f"{split} {len(examples)}" for split, examples in loaded.dev.items())
+            logger.info("task %s: train %d, %s", task.name, len(loaded.train), sizes)
+    if problems.found:
+        raise DataError("; ".join(problems.found), problems.found)
+
+
+def check_sweep(config: SweepConfig) -> list[str]:
+    """Every problem `glue` would stop on, without writing into the output folder (a Composer
+    checkpoint is exported to a scratch folder to check it loads)."""
+    problems = Problems()
+    problems.attempt(place_jobs, config)
+    problems.attempt(check_data, config)
+    start = problems.attempt(resolve_starting_point, config.starting_point, config.recipe)
+    if start is not None:
+        with tempfile.TemporaryDirectory() as scratch:
+            location = problems.attempt(prepare_starting_point, start, Path(scratch))
+            if location is not None:
+                problems.attempt(load_start_tokenizer, location, config.tokenizer_name)
+                problems.attempt(load_classifier, location, 2, regression=False)
+    return problems.found
 
 
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -25,9 +25,10 @@ from mosaic_pretrain.train.builders import (
     build_scheduler,
     build_tokenizer,
 )
+from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.checkpoints import latest_link, repair_checkpoint_folder
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
-from mosaic_pretrain.train.resume import check_resume, checkpoint_to_resume, recipe_record
+from mosaic_pretrain.train.resume import recipe_record
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def save_resolved_config(config: PretrainConfig) -> None:
     (folder / RESOLVED_CONFIG).write_text(to_yaml(config))
 
 
-def _export_folder(config: PretrainConfig) -> Path | None:
+def free_export_folder(config: PretrainConfig) -> Path | None:
     """Where to export at the end; refused now if taken, not after hours of training."""
     if config.export_folder is None:
         return None
@@ -118,7 +119,7 @@ def _export_folder(config: PretrainConfig) -> Path | None:
     return folder
 
 
-def _check_save_folder(config: PretrainConfig) -> None:
+def check_save_folder(config: PretrainConfig) -> None:
     """A run never writes over another run's checkpoints unless the recipe says so."""
     if config.save_folder is None or config.autoresume or config.save_overwrite:
         return
@@ -175,14 +176,13 @@ def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
     # the Trainer seeds them only once it is constructed, after the model exists.
-    reproducibility.seed_all(config.seed)
-    export_folder = _export_folder(config)
-    _check_save_folder(config)
     if config.autoresume and dist.get_global_rank() == 0:
         repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
-    resume_from = checkpoint_to_resume(config, run_folder(config))
-    if resume_from is not None:
-        check_resume(config, resume_from)
+    problems = check_recipe(config)  # everything `mosaic-pretrain check` finds
+    if problems:
+        raise ConfigError("; ".join(problems), problems)
+    reproducibility.seed_all(config.seed)
+    export_folder = free_export_folder(config)
     logger.info("resolved recipe:\n%s", to_yaml(config))
     if config.algorithms.fused_layernorm is not None:
         logger.info(

@@ -1,0 +1,146 @@
+"""`mosaic-pretrain check RECIPE`: every problem that would stop a run, found before compute is
+spent, one per line. `train` runs the same checks first.
+
+Covered: the recipe (YAML, keys, types, cross-key rules); the tokenizer loads and its vocabulary
+fits the model; each loader's data (index readable, shards present at their recorded sizes,
+pre-tokenized with this tokenizer); the save folder is writable and holds no other run's
+checkpoints; the export folder is free; the checkpoint a run would continue (`autoresume` or
+`load_path`) is complete, readable, of this model and compatible with this recipe.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from mosaic_pretrain.config import PretrainConfig, load_config
+from mosaic_pretrain.config.schema import LoaderSection
+from mosaic_pretrain.data.convert import MANIFEST
+from mosaic_pretrain.data.dataset import INDEX, check_local_split, check_tokenizer_matches
+from mosaic_pretrain.data.tokenizer import model_vocab_size
+from mosaic_pretrain.errors import MosaicPretrainError, Problems
+from mosaic_pretrain.train.checkpoints import is_complete
+from mosaic_pretrain.train.resume import check_resume, checkpoint_to_resume
+
+
+def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> list[str]:
+    """Problems of the recipe at `path` (empty when it is ready to run)."""
+    try:
+        config = load_config(path, overrides, world_size)
+    except MosaicPretrainError as error:
+        return error.problems  # nothing else can be checked without a valid recipe
+    return check_recipe(config)
+
+
+def check_recipe(config: PretrainConfig) -> list[str]:
+    from mosaic_pretrain.train.builders import build_tokenizer
+    from mosaic_pretrain.train.run import run_folder
+
+    problems = Problems()
+    tokenizer = problems.attempt(build_tokenizer, config)
+    if tokenizer is not None:
+        _check_vocabulary(config, tokenizer, problems)
+        for name in ("train_loader", "eval_loader"):
+            loader = getattr(config, name)
+            if loader is not None:
+                _check_data(name, loader, tokenizer, problems)
+    if config.save_folder is not None:
+        _check_writable(run_folder(config), "save_folder", problems)
+    _check_folders(config, problems)
+    checkpoint = checkpoint_to_resume(config, run_folder(config))
+    if checkpoint is not None:
+        _check_checkpoint(config, checkpoint, problems)
+    return problems.found
+
+
+def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> None:
+    vocab = config.model.model_config.vocab_size
+    if vocab is not None and vocab < len(tokenizer):
+        problems.add(
+            f"model.model_config.vocab_size={vocab} is smaller than tokenizer "
+            f"{tokenizer.name_or_path!r} ({len(tokenizer)} tokens); remove the key to size it "
+            f"from the tokenizer ({model_vocab_size(tokenizer)})"
+        )
+    source = config.model.pretrained_model_name
+    if source is not None and (Path(source) / "config.json").is_file():
+        from transformers import AutoConfig
+
+        saved = AutoConfig.from_pretrained(source).vocab_size
+        if saved < len(tokenizer):
+            problems.add(
+                f"model.pretrained_model_name={source} has vocab_size {saved}, smaller than "
+                f"tokenizer {tokenizer.name_or_path!r} ({len(tokenizer)} tokens)"
+            )
+
+
+def _check_data(name: str, loader: LoaderSection, tokenizer, problems: Problems) -> None:
+    dataset = loader.dataset
+    if dataset.remote is not None:
+        return  # fetched at run time; the index is checked once downloaded
+    local = Path(dataset.local)
+    if dataset.convert_builtin_corpus and not (local / MANIFEST).exists():
+        return  # converted on first use
+    split_root = problems.attempt(check_local_split, dataset.local, dataset.split)
+    if split_root is not None:
+        problems.attempt(check_tokenizer_matches, split_root / INDEX, tokenizer)
+
+
+def _check_writable(folder: Path, key: str, problems: Problems) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problems.add(f"{key} {folder} cannot be created: {existing} is a file; choose another")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.add(f"{key} {folder} is not writable ({existing} denies it); choose another")
+
+
+def _check_folders(config: PretrainConfig, problems: Problems) -> None:
+    from mosaic_pretrain.train.run import check_save_folder, free_export_folder
+
+    problems.attempt(check_save_folder, config)
+    problems.attempt(free_export_folder, config)
+
+
+def _check_checkpoint(config: PretrainConfig, checkpoint: Path, problems: Problems) -> None:
+    key = "autoresume" if config.autoresume else "load_path"
+    if not checkpoint.is_file():
+        problems.add(f"{key}: checkpoint {checkpoint} does not exist")
+        return
+    if not is_complete(checkpoint):
+        problems.add(
+            f"{key}: checkpoint {checkpoint} is truncated or not a checkpoint (no complete "
+            "archive); use an earlier checkpoint of the run"
+        )
+        return
+    problems.attempt(check_resume, config, checkpoint)
+    if problems.found:
+        return
+    problems.attempt(_check_checkpoint_model, config, checkpoint, key)
+
+
+def _check_checkpoint_model(config: PretrainConfig, checkpoint: Path, key: str) -> None:
+    """Its weights have the names and shapes of this recipe's model (also for checkpoints
+    written before they carried their recipe)."""
+    from mosaic_pretrain.errors import CheckpointError
+    from mosaic_pretrain.train.builders import build_model, build_tokenizer
+    from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    saved = {
+        name.removeprefix(COMPOSER_MODEL_PREFIX): tuple(tensor.shape)
+        for name, tensor in state["state"]["model"].items()
+    }
+    model = build_model(
+        config.model, build_tokenizer(config), config.algorithms.fused_layernorm is not None
+    )
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    differing = sorted(
+        name for name in set(saved) | set(expected) if saved.get(name) != expected.get(name)
+    )
+    if differing:
+        raise CheckpointError(
+            f"{key}: checkpoint {checkpoint} is of another model than the recipe's "
+            f"({len(differing)} weights differ in name or shape, e.g. {differing[0]}: "
+            f"{saved.get(differing[0])} vs {expected.get(differing[0])})"
+        )

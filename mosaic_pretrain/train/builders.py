@@ -1,15 +1,22 @@
 """Builders: each turns one section of a validated recipe into the object Composer needs."""
 
+import os
 from pathlib import Path
 
 import torch
+from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.core import DataSpec, Evaluator
 from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.loss_guard import LossGuard
+from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config.schema import (
+    CallbacksSection,
     DatasetSection,
     LoaderSection,
+    LoggersSection,
+    LossGuardSection,
     ModelName,
     ModelSection,
     OptimizerSection,
@@ -129,3 +136,69 @@ def build_scheduler(section: SchedulerSection) -> LinearWithWarmupScheduler:
 def build_composer_model(config: PretrainConfig, tokenizer) -> MLMComposerModel:
     low_precision = config.algorithms.fused_layernorm is not None
     return MLMComposerModel(build_model(config.model, tokenizer, low_precision))
+
+
+def build_callbacks(section: CallbacksSection) -> list:
+    callbacks = []
+    if section.speed_monitor is not None:
+        callbacks.append(
+            SpeedMonitor(
+                window_size=section.speed_monitor.window_size,
+                gpu_flops_available=section.speed_monitor.gpu_flops_available,
+            )
+        )
+    if section.lr_monitor is not None:
+        callbacks.append(LRMonitor())
+    if section.memory_monitor is not None:
+        callbacks.append(MemoryMonitor())
+    if section.optimizer_monitor is not None:
+        monitor = section.optimizer_monitor
+        callbacks.append(
+            OptimizerMonitor(
+                log_optimizer_metrics=monitor.log_optimizer_metrics,
+                batch_log_interval=monitor.batch_log_interval,
+            )
+        )
+    return callbacks
+
+
+def build_loss_guard(section: LossGuardSection) -> LossGuard:
+    return LossGuard(
+        action=section.action.value,
+        spike_factor=section.spike_factor,
+        window=section.window,
+        max_skipped_batches=section.max_skipped_batches,
+    )
+
+
+def build_loggers(section: LoggersSection, folder: Path) -> list:
+    loggers = [MetricsFile(folder)]
+    if section.wandb is None:
+        return loggers
+    try:
+        import wandb  # noqa: F401
+        from composer.loggers import WandBLogger
+    except ImportError:
+        raise ConfigError(
+            "loggers.wandb needs the wandb package: pip install 'mosaic_pretrain[wandb]'"
+        ) from None
+    if section.wandb.project is None:
+        os.environ.setdefault("WANDB_MODE", "offline")  # no project: never send anything
+    return [
+        *loggers,
+        WandBLogger(
+            project=section.wandb.project,
+            entity=section.wandb.entity,
+            tags=list(section.wandb.tags),
+        ),
+    ]
+
+
+def build_compile_config(config: PretrainConfig) -> dict | None:
+    """Composer's `compile_config` from the recipe's `compile` section (None: not compiled)."""
+    if config.compile is None:
+        return None
+    options = {"backend": config.compile.backend, "dynamic": config.compile.dynamic}
+    if config.compile.mode is not None:
+        options["mode"] = config.compile.mode
+    return options

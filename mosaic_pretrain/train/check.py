@@ -34,7 +34,7 @@ def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1)
 
 def check_recipe(config: PretrainConfig) -> list[str]:
     from mosaic_pretrain.train.builders import build_tokenizer
-    from mosaic_pretrain.train.run import run_folder
+    from mosaic_pretrain.train.folders import run_folder
 
     problems = Problems()
     tokenizer = problems.attempt(build_tokenizer, config)
@@ -96,7 +96,7 @@ def _check_writable(folder: Path, key: str, problems: Problems) -> None:
 
 
 def _check_folders(config: PretrainConfig, problems: Problems) -> None:
-    from mosaic_pretrain.train.run import check_save_folder, free_export_folder
+    from mosaic_pretrain.train.folders import check_save_folder, free_export_folder
 
     problems.attempt(check_save_folder, config)
     problems.attempt(free_export_folder, config)

@@ -1,0 +1,90 @@
+"""Where a run's files go, the checks that it never writes over another run's, and what a run
+that ended early left there (for its one-line message)."""
+
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from composer.utils import dist
+
+from mosaic_pretrain.config import PretrainConfig, to_yaml
+from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.train.checkpoints import latest_link
+from mosaic_pretrain.train.export import RESOLVED_CONFIG
+
+if TYPE_CHECKING:
+    from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
+
+
+def _expand(template: str, config: PretrainConfig) -> Path:
+    """A folder from the recipe, with its `{run_name}` filled in."""
+    return Path(template.format(run_name=config.run_name))
+
+
+def run_folder(config: PretrainConfig) -> Path:
+    """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
+    return _expand(config.save_folder or "runs/{run_name}", config)
+
+
+def save_resolved_config(config: PretrainConfig) -> None:
+    if config.save_folder is None or dist.get_global_rank() != 0:
+        return
+    folder = run_folder(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESOLVED_CONFIG).write_text(to_yaml(config))
+
+
+def free_export_folder(config: PretrainConfig) -> Path | None:
+    """Where to export at the end; refused now if taken, not after hours of training."""
+    if config.export_folder is None:
+        return None
+    folder = _expand(config.export_folder, config)
+    if folder.exists():
+        raise ConfigError(
+            f"export_folder {folder} already exists; remove it or set another export_folder"
+        )
+    return folder
+
+
+def check_save_folder(config: PretrainConfig) -> None:
+    """A run never writes over another run's checkpoints unless the recipe says so."""
+    if config.save_folder is None or config.autoresume or config.save_overwrite:
+        return
+    folder = run_folder(config)
+    if folder.is_dir() and any(folder.glob("*.pt")):
+        raise ConfigError(
+            f"save_folder {folder} already holds checkpoints; set autoresume: true to continue "
+            "that run, choose another save_folder, or set save_overwrite: true to replace them"
+        )
+
+
+def disk_full_message(config: PretrainConfig, error: OSError) -> str:
+    kept = ""
+    if config.save_folder is not None:
+        link = latest_link(run_folder(config))
+        kept = (
+            f"; the last complete checkpoint is kept ({link.resolve().name})"
+            if link.exists()
+            else ""
+        )
+    return (
+        f"no space left on the device while writing {error.filename or 'a file'}{kept}; free "
+        "space, then rerun with autoresume: true (a checkpoint cut short is set aside)"
+    )
+
+
+def stopped_message(config: PretrainConfig, stopper: "GracefulStop") -> str:
+    where = "no save_folder, so nothing was saved"
+    if config.save_folder is not None:
+        link = latest_link(run_folder(config))
+        if link.exists():
+            where = (
+                f"checkpoint {link.resolve().name} saved in {run_folder(config)}; rerun with "
+                "autoresume: true to continue"
+            )
+    return f"stopped by {stopper.requested} after batch {stopper.stopped_after_batch}; {where}"
+
+
+def signal_exit_code(signal_name: str) -> int:
+    """The shell's code for a process ended by that signal (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(getattr(signal, signal_name, signal.SIGTERM))

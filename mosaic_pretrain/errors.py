@@ -16,6 +16,12 @@ class MosaicPretrainError(Exception):
         self.problems = list(problems) if problems else [message]
 
 
+def first_line(error: BaseException) -> str:
+    """A library error's first line (or its type), to quote inside our one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ConfigError(MosaicPretrainError, ValueError):
     """A configuration value is unknown, of the wrong type, or inconsistent with another."""
 

@@ -11,10 +11,10 @@ Logged keys: none. Afterwards `requested` holds the signal's name (or None).
 
 import signal
 
-import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
-from composer.utils import dist
+
+from mosaic_pretrain.callbacks.ranks import any_rank
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -38,12 +38,9 @@ class GracefulStop(Callback):
             self._previous.clear()
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        requested = self.requested is not None
-        if dist.get_world_size() > 1:
-            flag = state.device.tensor_to_device(torch.tensor([1.0 if requested else 0.0]))
-            dist.all_reduce(flag, reduce_operation="MAX")
-            requested = bool(flag.item())
-            self.requested = self.requested or ("signal on another rank" if requested else None)
+        requested = any_rank(state, self.requested is not None)
+        if requested and self.requested is None:
+            self.requested = "signal on another rank"
         if requested and self.stopped_after_batch is None:
             self.stopped_after_batch = int(state.timestamp.batch)
             state.stop_training()  # the end of the run is now: the checkpoint saver saves it

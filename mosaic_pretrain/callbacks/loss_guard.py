@@ -18,8 +18,8 @@ from collections import deque
 import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
-from composer.utils import dist
 
+from mosaic_pretrain.callbacks.ranks import any_rank
 from mosaic_pretrain.errors import MosaicPretrainError
 
 
@@ -59,11 +59,8 @@ class LossGuard(Callback):
     def after_loss(self, state: State, logger: Logger) -> None:
         value = float(_as_tensor(state.loss).detach().float().sum())  # one host sync
         problem = self._problem(value)
-        if dist.get_world_size() > 1:
-            flag = state.device.tensor_to_device(torch.tensor([1.0 if problem else 0.0]))
-            dist.all_reduce(flag, reduce_operation="MAX")
-            if flag.item() and problem is None:
-                problem = "a non-finite or spiking loss on another rank"
+        if any_rank(state, problem is not None) and problem is None:
+            problem = "a non-finite or spiking loss on another rank"
         if problem is None:
             self._batch_losses.append(value)
             return

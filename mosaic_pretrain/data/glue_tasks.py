@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mosaic_pretrain.errors import DataError
+from mosaic_pretrain.errors import DataError, first_line
 
 METRIC_NAMES = ("accuracy", "f1", "matthews", "pearson", "spearman")
 CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews")
@@ -252,8 +252,8 @@ def read_tsv(spec: TaskSpec, path: Path) -> Examples:
         text_indices = [_column_index(spec, c, header, path) for c in spec.text_columns]
         label_index = _column_index(spec, spec.label_column, header, path)
         needed = max(*text_indices, label_index) + 1
-        first_line = 2 if spec.header else 1
-        for line, row in enumerate(rows, start=first_line):
+        first_row_line = 2 if spec.header else 1
+        for line, row in enumerate(rows, start=first_row_line):
             if not row:
                 continue
             where = f"{path}:{line}"
@@ -293,7 +293,7 @@ def _hub_split(spec: TaskSpec, hub_name: str, split: str) -> Examples:
     try:
         rows = load_dataset(hub_name, spec.hub_config, split=split)
     except Exception as error:  # network, missing config or split: one line with the cause
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise DataError(
             f"task {spec.name}: cannot load {hub_name} ({spec.hub_config}, {split}) from the "
             f"hub ({first}); without hub access, set data.source=local and data.local to a "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
-from mosaic_pretrain.errors import DataError
+from mosaic_pretrain.errors import DataError, first_line
 from mosaic_pretrain.model.configuration import MosaicBertConfig, round_vocab_size
 
 ASSETS = Path(__file__).parent / "assets"
@@ -41,7 +41,7 @@ def _from_pretrained(name_or_path: str, local: bool) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as error:
         where = "the directory" if local else "the Hugging Face hub name"
         raise DataError(
-            f"tokenizer {name_or_path!r} cannot be loaded from {where} ({_first_line(error)}); "
+            f"tokenizer {name_or_path!r} cannot be loaded from {where} ({first_line(error)}); "
             "without hub access, save it on a connected machine with "
             "`AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)` and set tokenizer_name "
             f"to DIR (shipped offline: {', '.join(BUNDLED_VOCABULARIES)})"
@@ -49,11 +49,6 @@ def _from_pretrained(name_or_path: str, local: bool) -> PreTrainedTokenizerBase:
     if not tokenizer.is_fast:
         raise DataError(f"tokenizer {name_or_path!r} has no fast (Rust) version, which we need")
     return tokenizer
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def model_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:

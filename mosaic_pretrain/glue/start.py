@@ -17,12 +17,12 @@ from transformers.utils import logging as transformers_logging
 
 import mosaic_pretrain.model  # noqa: F401  (registers MosaicBERT with the Auto classes)
 from mosaic_pretrain.data.tokenizer import load_tokenizer
-from mosaic_pretrain.errors import CheckpointError
+from mosaic_pretrain.errors import CheckpointError, first_line
+from mosaic_pretrain.train.checkpoints import latest_link
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, export_checkpoint, save_hf_directory
 
 logger = logging.getLogger(__name__)
 
-LATEST_CHECKPOINT = "latest-rank0.pt"  # Composer's link to a save folder's newest checkpoint
 EXPORTED_START = "pretrained"  # the sweep's export of a Composer checkpoint
 START_IDENTITY = "start.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -52,8 +52,8 @@ def resolve_starting_point(text: str, recipe: str | None = None) -> StartingPoin
             raise CheckpointError(f"starting_point {path} has a config.json but no weights")
         identity = {"directory": str(path.resolve()), "weights": _file_identity(weights[0])}
         return StartingPoint("hf_directory", str(path.resolve()), None, identity)
-    if path.is_dir() and (path / LATEST_CHECKPOINT).exists():
-        path = (path / LATEST_CHECKPOINT).resolve()
+    if path.is_dir() and latest_link(path).exists():
+        path = latest_link(path).resolve()
     if path.is_file():
         checkpoint = path.resolve()
         recipe_path = Path(recipe) if recipe else checkpoint.parent / RESOLVED_CONFIG
@@ -62,7 +62,7 @@ def resolve_starting_point(text: str, recipe: str | None = None) -> StartingPoin
     if path.exists():
         raise CheckpointError(
             f"starting_point {path} is neither a Hugging Face directory (config.json + weights), "
-            f"a Composer checkpoint, nor a save folder with {LATEST_CHECKPOINT}"
+            f"a Composer checkpoint, nor a save folder with {latest_link(path).name}"
         )
     if text.startswith((".", "/", "~")) or text.endswith((".pt", ".pth")):
         raise CheckpointError(f"starting_point {text} does not exist")
@@ -119,7 +119,7 @@ def load_classifier(location: str, num_labels: int, regression: bool) -> torch.n
             location, config=config, output_loading_info=True, ignore_mismatched_sizes=True
         )
     except (OSError, ValueError, RuntimeError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise CheckpointError(f"cannot load a classifier from {location}: {first}") from None
     finally:
         transformers_logging.set_verbosity(verbosity)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mosaic_pretrain.config import to_yaml
+from mosaic_pretrain.config.compare import differing_keys
 from mosaic_pretrain.errors import ConfigError, DataError, Problems
 from mosaic_pretrain.glue.config import (
     PRETRAINED,
@@ -179,17 +180,6 @@ def check_sweep(config: SweepConfig) -> list[str]:
     return problems.found
 
 
-def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _differing_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
 def finished_jobs(folder: Path, jobs: list[JobSpec]) -> set[str]:
     """Jobs whose result is on disk; refuses results made with other settings."""
     finished, conflicts = set(), []
@@ -198,7 +188,7 @@ def finished_jobs(folder: Path, jobs: list[JobSpec]) -> set[str]:
         if not result_path.exists():
             continue
         recorded = json.loads(result_path.read_text()).get("settings", {})
-        differing = _differing_keys(recorded, job.settings())
+        differing = differing_keys(recorded, job.settings())
         if differing:
             conflicts.append(f"{job.name} ({', '.join(differing[:4])})")
         else:

@@ -15,7 +15,9 @@ import torch
 from omegaconf import OmegaConf
 
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.compare import differing_keys
 from mosaic_pretrain.errors import CheckpointError, ConfigError
+from mosaic_pretrain.train.checkpoints import latest_link
 
 logger = logging.getLogger(__name__)
 
@@ -38,27 +40,13 @@ def recipe_record(config: PretrainConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
 
 
-def _flatten(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        flat = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): data}
-
-
 def _under(key: str, prefixes) -> bool:
     return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
 
 
-def changed_keys(saved: dict, current: dict) -> list[str]:
-    old, new = _flatten(saved), _flatten(current)
-    return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
-
-
 def checkpoint_to_resume(config: PretrainConfig, folder: Path) -> Path | None:
     if config.autoresume:
-        link = folder / "latest-rank0.pt"
+        link = latest_link(folder)
         if link.exists():
             return link
     if config.load_path and "://" not in config.load_path:
@@ -87,7 +75,7 @@ def check_resume(config: PretrainConfig, checkpoint: Path) -> None:
     if record is None:
         logger.warning("%s carries no recipe record; its recipe cannot be compared", checkpoint)
         return
-    changed = [key for key in changed_keys(record["recipe"], recipe_record(config))
+    changed = [key for key in differing_keys(record["recipe"], recipe_record(config))
                if not _under(key, FREE)]  # fmt: skip
     never = [key for key in changed if _under(key, NEVER)]
     if never:

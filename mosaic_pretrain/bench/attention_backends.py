@@ -5,16 +5,14 @@ uses the wall clock (useful only to check the script runs). Rows are drawn with 
 so unpadding has real padding to skip; the number of real tokens is reported with each result.
 """
 
-import datetime
 import json
-import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from mosaic_pretrain.bench.timing import device_description, time_steps
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
 from mosaic_pretrain.model.attention import ATTENTION_BACKENDS, backend_unavailable_reason
 from mosaic_pretrain.smoke import synthetic_mlm_batch
@@ -33,25 +31,6 @@ class BackendTiming:
     peak_mem_gib: float | None
     max_abs_logit_diff_vs_eager_fp32: float | None
     status: str
-
-
-def _time_steps(step, steps: int, warmup: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            started = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - started) * 1000)
-    return times
 
 
 def time_backend(
@@ -98,7 +77,7 @@ def time_backend(
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = _time_steps(step, steps, warmup, device)
+    times = time_steps(lambda _: step(), steps, warmup, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     difference = None
     if reference_logits is not None:
@@ -146,12 +125,7 @@ def run_attention_benchmark(
         for name in (backends or list(ATTENTION_BACKENDS))
     ]
     return {
-        "device": torch.cuda.get_device_name(device_)
-        if device_.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "date": datetime.date.today().isoformat(),
+        **device_description(device_),
         "model": f"MosaicBERT-{preset}",
         "precision": "amp_bf16" if device_.type == "cuda" else "fp32",
         "note": "median of forward+backward steps; agreement is max |logit - eager fp32 logit|",

@@ -24,19 +24,11 @@ import torch
 import transformers
 from transformers import DataCollatorForLanguageModeling
 
+from mosaic_pretrain.bench.timing import cpu_model
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset
 from mosaic_pretrain.data.tokenizer import load_tokenizer
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _time_batches(make_batch, batches: int, repeats: int) -> tuple[float, int]:

@@ -26,17 +26,15 @@ The end-to-end number runs the real `train` path (recipe -> Composer Trainer -> 
 loader -> model) on the same data and reports Composer's SpeedMonitor real tokens/s.
 """
 
-import datetime
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from mosaic_pretrain.bench.timing import device_description, time_steps
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
@@ -156,26 +154,6 @@ def bf16_peak_flops(device: torch.device) -> float | None:
     else:
         return None
     return float(GPU_AVAILABLE_FLOPS[key]["bf16"])
-
-
-def time_steps(step: Callable[[int], None], steps: int, warmup: int, device: torch.device):
-    """Milliseconds of each of `steps` calls `step(i)` after `warmup` calls."""
-    for number in range(warmup):
-        step(number)
-    times = []
-    for number in range(warmup, warmup + steps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step(number)
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            started = time.perf_counter()
-            step(number)
-            times.append((time.perf_counter() - started) * 1000)
-    return times
 
 
 def matmul_ceiling_flops(device: torch.device, size: int | None = None, repeats: int = 20) -> float:
@@ -370,44 +348,6 @@ def end_to_end(
         "tokens_per_s": series[max(series)],  # the last window: warm-up excluded
         "dataloader_workers": num_workers,
     }
-
-
-def device_description(device: torch.device) -> dict:
-    described = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "date": datetime.date.today().isoformat(),
-    }
-    try:
-        import triton as triton_module
-
-        described["triton"] = triton_module.__version__
-    except ImportError:
-        described["triton"] = None
-    described["driver"] = _driver_version() if device.type == "cuda" else None
-    return described
-
-
-def _cpu_name() -> str:
-    from mosaic_pretrain.bench.data_pipeline import cpu_model
-
-    return cpu_model()
-
-
-def _driver_version() -> str | None:
-    try:
-        import subprocess
-
-        output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return output.stdout.strip().splitlines()[0] if output.returncode == 0 else None
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return None
 
 
 @dataclass

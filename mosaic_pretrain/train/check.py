@@ -11,8 +11,6 @@ checkpoints; the export folder is free; the checkpoint a run would continue (`au
 import os
 from pathlib import Path
 
-import torch
-
 from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.schema import LoaderSection
 from mosaic_pretrain.data.convert import MANIFEST
@@ -20,7 +18,12 @@ from mosaic_pretrain.data.dataset import INDEX, check_local_split, check_tokeniz
 from mosaic_pretrain.data.tokenizer import model_vocab_size
 from mosaic_pretrain.errors import MosaicPretrainError, Problems
 from mosaic_pretrain.train.checkpoints import is_complete
-from mosaic_pretrain.train.resume import check_resume, checkpoint_to_resume
+from mosaic_pretrain.train.resume import (
+    check_resume,
+    checkpoint_to_resume,
+    read_checkpoint_state,
+    run_record,
+)
 
 
 def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> list[str]:
@@ -49,7 +52,7 @@ def check_recipe(config: PretrainConfig) -> list[str]:
     _check_folders(config, problems)
     checkpoint = checkpoint_to_resume(config, run_folder(config))
     if checkpoint is not None:
-        _check_checkpoint(config, checkpoint, problems)
+        _check_checkpoint(config, checkpoint, tokenizer, problems)
     return problems.found
 
 
@@ -102,7 +105,9 @@ def _check_folders(config: PretrainConfig, problems: Problems) -> None:
     problems.attempt(free_export_folder, config)
 
 
-def _check_checkpoint(config: PretrainConfig, checkpoint: Path, problems: Problems) -> None:
+def _check_checkpoint(
+    config: PretrainConfig, checkpoint: Path, tokenizer, problems: Problems
+) -> None:
     key = "autoresume" if config.autoresume else "load_path"
     if not checkpoint.is_file():
         problems.add(f"{key}: checkpoint {checkpoint} does not exist")
@@ -113,27 +118,29 @@ def _check_checkpoint(config: PretrainConfig, checkpoint: Path, problems: Proble
             "archive); use an earlier checkpoint of the run"
         )
         return
-    problems.attempt(check_resume, config, checkpoint)
-    if problems.found:
+    state = problems.attempt(read_checkpoint_state, checkpoint)  # read once for both checks
+    if state is None:
         return
-    problems.attempt(_check_checkpoint_model, config, checkpoint, key)
+    problems.attempt(check_resume, config, checkpoint, run_record(state))
+    if problems.found or tokenizer is None:
+        return
+    problems.attempt(_check_checkpoint_model, config, checkpoint, key, state, tokenizer)
 
 
-def _check_checkpoint_model(config: PretrainConfig, checkpoint: Path, key: str) -> None:
+def _check_checkpoint_model(
+    config: PretrainConfig, checkpoint: Path, key: str, state: dict, tokenizer
+) -> None:
     """Its weights have the names and shapes of this recipe's model (also for checkpoints
     written before they carried their recipe)."""
     from mosaic_pretrain.errors import CheckpointError
-    from mosaic_pretrain.train.builders import build_model, build_tokenizer
+    from mosaic_pretrain.train.builders import build_model
     from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     saved = {
         name.removeprefix(COMPOSER_MODEL_PREFIX): tuple(tensor.shape)
         for name, tensor in state["state"]["model"].items()
     }
-    model = build_model(
-        config.model, build_tokenizer(config), config.algorithms.fused_layernorm is not None
-    )
+    model = build_model(config.model, tokenizer, config.algorithms.fused_layernorm is not None)
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     differing = sorted(
         name for name in set(saved) | set(expected) if saved.get(name) != expected.get(name)

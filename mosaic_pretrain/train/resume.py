@@ -54,24 +54,32 @@ def checkpoint_to_resume(config: PretrainConfig, folder: Path) -> Path | None:
     return None
 
 
-def read_record(checkpoint: Path) -> dict | None:
-    """The RunRecord of a checkpoint (None for one written before records existed)."""
+def read_checkpoint_state(checkpoint: Path) -> dict:
+    """A checkpoint's saved state, its tensors memory-mapped (only the small pickled part is
+    read), or a one-line error when it is missing or unreadable."""
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint {checkpoint} does not exist; fix load_path")
-    try:  # mmap: the tensors stay on disk, only the small pickled state is read
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     except Exception as error:  # corrupt or not a checkpoint: name it, do not crash later
         raise CheckpointError(
             f"checkpoint {checkpoint} cannot be read ({type(error).__name__}); it is corrupt "
             "or not a Composer checkpoint"
         ) from None
+
+
+def run_record(state: dict) -> dict | None:
+    """The RunRecord in a checkpoint's state (None for one written before records existed)."""
     return state.get("state", {}).get("callbacks", {}).get(RECORD)
 
 
-def check_resume(config: PretrainConfig, checkpoint: Path) -> None:
-    """Refuse to continue `checkpoint` with a recipe that changes what it cannot, or what the
-    recipe did not name in `resume_allow_changes`."""
-    record = read_record(checkpoint)
+def read_record(checkpoint: Path) -> dict | None:
+    return run_record(read_checkpoint_state(checkpoint))
+
+
+def check_resume(config: PretrainConfig, checkpoint: Path, record: dict | None) -> None:
+    """Refuse to continue `checkpoint` (whose RunRecord is `record`) with a recipe that changes
+    what it cannot, or what the recipe did not name in `resume_allow_changes`."""
     if record is None:
         logger.warning("%s carries no recipe record; its recipe cannot be compared", checkpoint)
         return

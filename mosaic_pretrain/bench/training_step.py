@@ -116,13 +116,15 @@ def sample_pool(mds: Path, rows: int, seq_len: int) -> dict[str, torch.Tensor]:
     collator = MLMCollator(tokenizer, MLM_PROBABILITY, seq_len, seed=MASK_SEED)
     loader = build_mlm_dataloader(dataset, collator, chunk, num_workers=0, drop_last=True)
     parts: list[dict] = []
-    while sum(len(part["input_ids"]) for part in parts) < rows:
-        before = len(parts)
+    collected = 0
+    while collected < rows:  # passes over the data until enough rows
+        collected_before = collected
         for batch in loader:
             parts.append(batch)
-            if sum(len(part["input_ids"]) for part in parts) >= rows:
+            collected += len(batch["input_ids"])
+            if collected >= rows:
                 break
-        if len(parts) == before:
+        if collected == collected_before:
             raise ValueError(f"{mds} holds fewer than {chunk} documents")
     names = ("input_ids", "attention_mask", "token_type_ids", "labels")
     return {name: torch.cat([part[name] for part in parts])[:rows] for name in names}

@@ -103,17 +103,15 @@ def _precision(config: SweepConfig, device: str) -> str:
 def plan_jobs(config: SweepConfig, location: str, identity: dict, placement: Placement):
     """Jobs in launch order: tasks other tasks start from first, then the rest as listed."""
     specs = task_specs(config)
-    starts = {task: hyperparameters(config, task).start_from for task in specs}
-    sources = {start for start in starts.values() if start != PRETRAINED}
+    hypers = {task: hyperparameters(config, task) for task in specs}
+    sources = {hyper.start_from for hyper in hypers.values() if hyper.start_from != PRETRAINED}
     ordered = sorted(specs, key=lambda task: task not in sources)
     jobs = []
     for task in ordered:
-        hyper = hyperparameters(config, task)
+        hyper = hypers[task]
         start_job = None
         if hyper.start_from != PRETRAINED:
-            start_job = job_name(
-                hyper.start_from, hyperparameters(config, hyper.start_from).seeds[0]
-            )
+            start_job = job_name(hyper.start_from, hypers[hyper.start_from].seeds[0])
         for seed in hyper.seeds:
             jobs.append(
                 JobSpec(

@@ -125,4 +125,4 @@ def test_mfu_counts_the_work_a_step_must_do():
     }
     tokens, pairs, masked, h, i, v = 5, 3 * 3 + 2 * 2, 2, 8, 16, 64
     forward = tokens * (8 * h * h + 6 * h * i) + 4 * h * pairs + masked * (2 * h * h + 2 * h * v)
-    assert training_flops(config, batch, gated=True) == 3 * forward
+    assert training_flops(config, batch) == 3 * forward

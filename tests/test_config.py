@@ -81,6 +81,18 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
         ),
         (["model.model_config.attention_backend=fast"], "attention_backend='fast' is unknown"),
         (["model.model_config.preset=huge"], "model.model_config.preset='huge' is unknown"),
+        (
+            ["model.model_config.ffn_activation=swish"],
+            "model.model_config: ffn_activation='swish' is unknown; choose one of gelu, silu,",
+        ),
+        (
+            ["model.name=hf_bert", "model.model_config.ffn_activation=swiglu"],
+            "model.model_config.ffn_activation applies to model.name=mosaic_bert only",
+        ),
+        (
+            ["callbacks.gate_range_monitor.batch_log_interval=0"],
+            "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
+        ),
         (["autoresume=true", "save_folder=null"], "autoresume: true needs a save_folder"),
         (["nokey"], "override 'nokey' is not key=value"),
     ],

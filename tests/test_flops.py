@@ -1,5 +1,6 @@
 """The FLOPs formula behind MFU, against torch's own count of a real forward pass."""
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,7 +29,7 @@ def test_mosaic_bert_formula_matches_counted_matmuls(tiny_config):
     batch = equal_length_batch(3, 16, 256)
     expected = forward_flops(32, 64, 2, 256, True, torch.tensor([16, 16, 16]), 3 * 6)
     assert counted_forward_flops(model, batch) == expected
-    assert training_flops(config, batch, gated=True) == 3 * expected
+    assert training_flops(config, batch) == 3 * expected
 
 
 def test_hf_bert_formula_counts_the_sparse_work_it_must_do(tiny_config):
@@ -40,3 +41,20 @@ def test_hf_bert_formula_counts_the_sparse_work_it_must_do(tiny_config):
     sparse_head = 3 * 6 * (2 * 32 * 32 + 2 * 32 * 256)
     formula = forward_flops(32, 64, 2, 256, False, torch.tensor([16, 16, 16]), 3 * 6)
     assert counted_forward_flops(model, batch) == formula - sparse_head + dense_head
+
+
+@pytest.mark.parametrize(
+    "activation, matched, width, gated",
+    [("gelu", False, 96, False), ("xatlu", True, 96, False), ("swiglu", True, 64, True),
+     ("xgeglu", False, 96, True)],
+)  # fmt: skip
+def test_the_formula_follows_the_feed_forward_variant(tiny_config, activation, matched, width,
+                                                      gated):  # fmt: skip
+    """Plain MLPs cost 4HI, GLUs 6HI with I their own width (2/3 of 96 when matched)."""
+    config = tiny_config(attention_backend="eager", vocab_size=256, intermediate_size=96,
+                         ffn_activation=activation, ffn_param_matched=matched)  # fmt: skip
+    model = MosaicBertForMaskedLM(config).eval()
+    batch = equal_length_batch(3, 16, 256)
+    expected = forward_flops(32, width, 2, 256, gated, torch.tensor([16, 16, 16]), 3 * 6)
+    assert counted_forward_flops(model, batch) == expected
+    assert training_flops(config, batch) == 3 * expected

@@ -310,3 +310,31 @@ def test_checkpoints_carry_the_recipe_and_code_version_and_resume_refuses_change
     # Asked for by name, and operational keys (duration, intervals): the run continues.
     run(corpus, tmp_path, *resume, "optimizer.lr=5e-4", "resume_allow_changes=[optimizer.lr]")
     assert (tmp_path / "checkpoints" / "ep0-ba3-rank0.pt").exists()
+
+
+def test_expanded_activation_trains_logs_its_gate_ranges_and_exports_them(corpus, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from mosaic_pretrain.model.activations import gate_range_parameters
+
+    weights, _ = run(
+        corpus,
+        tmp_path,
+        "max_duration=3ba",
+        "eval_interval=3ba",
+        "save_interval=3ba",
+        "model.model_config.ffn_activation=xatglu",
+        "model.model_config.ffn_param_matched=true",
+        "callbacks.gate_range_monitor.batch_log_interval=1",
+    )
+    trained = {name: value for name, value in weights.items() if name.endswith("gate_range")}
+    assert len(trained) == 1 and all(value.item() != 0.0 for value in trained.values())
+    series = read_metrics(tmp_path / "checkpoints" / METRICS_FILE)
+    assert sorted(series["gate_range/mean"]) == [0, 1, 2, 3]  # at the start, then per batch
+    assert series["gate_range/mean"][0] == 0.0
+    assert series["gate_range/mean"][3] == pytest.approx(next(iter(trained.values())).item())
+    assert series["gate_range/std"][3] == 0.0  # one block
+    exported = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
+    assert [value.item() for value in gate_range_parameters(exported).values()] == [
+        value.item() for value in trained.values()
+    ]

@@ -213,8 +213,7 @@ def measure(
         return StepResult(**shape, **_empty(), status=f"skipped: {reason}")
     torch.manual_seed(0)
     model = build_model(name, backend, preset, overrides or {}).to(device).train()
-    gated = name == "mosaic_bert"
-    flops = [training_flops(model.config, batch, gated) for batch in batches]
+    flops = [training_flops(model.config, batch) for batch in batches]
     tokens = [int(batch["attention_mask"].ne(0).sum()) for batch in batches]
     runnable = torch.compile(model, backend=compile_backend) if compiled else model
     optimizer = DecoupledAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)

@@ -197,6 +197,10 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     )
     check(guard.window >= 1, "loss_guard.window must be at least 1")
     check(guard.max_skipped_batches >= 0, "loss_guard.max_skipped_batches must not be negative")
+    check(
+        config.callbacks.gate_range_monitor.batch_log_interval >= 1,
+        "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
+    )
     problems += _model_problems(config)
     if problems:
         raise ConfigError("; ".join(problems), problems)
@@ -217,6 +221,16 @@ def _model_problems(config: PretrainConfig) -> list[str]:
     from mosaic_pretrain.model.configuration import PRESETS, MosaicBertConfig
 
     model_config = config.model.model_config
+    if config.model.name.value == "hf_bert":
+        feed_forward = [
+            key for key in ("ffn_activation", "ffn_param_matched")
+            if getattr(model_config, key) is not None
+        ]  # fmt: skip
+        if feed_forward:
+            return [
+                f"model.model_config.{feed_forward[0]} applies to model.name=mosaic_bert only "
+                "(hf_bert is BERT with its own GELU MLP); remove it or use mosaic_bert"
+            ]
     if model_config.preset not in PRESETS:
         return [
             f"model.model_config.preset={model_config.preset!r} is unknown; choose one of "

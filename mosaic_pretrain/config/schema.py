@@ -47,6 +47,12 @@ class ModelConfigSection:
     alibi_starting_size: int | None = None  # accepted from MosaicBERT recipes; bounds nothing
     attention_backend: str | None = None  # eager | sdpa | flex | flash_attn | auto
     low_precision_layernorm: bool | None = None
+    # Feed-forward variant (ours): geglu (MosaicBERT, default), gelu (BERT's MLP), swiglu, reglu,
+    # bilinear, silu, atlu, relu, atglu, and expanded gating ranges xgelu, xsilu, xatlu, xgeglu,
+    # xswiglu, xatglu (one trainable range per block). See model/activations.py.
+    ffn_activation: str | None = None
+    # GLUs get 2/3 of intermediate_size per half (rounded to 64): about a plain MLP's parameters.
+    ffn_param_matched: bool | None = None
 
     def overrides(self) -> dict:
         """The fields the recipe set, for `MosaicBertConfig.from_preset(preset, **overrides)`."""
@@ -95,6 +101,9 @@ class OptimizerSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1.0e-6
     weight_decay: float = 1.0e-5
+    # Also decay the expanded activations' gate ranges (ours); off: decay would pull them to 0,
+    # back to the unexpanded function.
+    weight_decay_gate_ranges: bool = False
 
 
 @dataclass
@@ -136,11 +145,20 @@ class OptimizerMonitorSection:
 
 
 @dataclass
+class GateRangeMonitorSection:
+    """The expanded activations' gate ranges (mean, spread, min, max over blocks); always on,
+    silent for models without them (ours)."""
+
+    batch_log_interval: int = 10
+
+
+@dataclass
 class CallbacksSection:
     speed_monitor: SpeedMonitorSection | None = None
     lr_monitor: EmptySection | None = None
     memory_monitor: EmptySection | None = None
     optimizer_monitor: OptimizerMonitorSection | None = None
+    gate_range_monitor: GateRangeMonitorSection = field(default_factory=GateRangeMonitorSection)
 
 
 @dataclass

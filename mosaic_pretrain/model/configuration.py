@@ -10,6 +10,7 @@ import math
 from transformers import PretrainedConfig
 
 from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.model.activations import FFN_ACTIVATION_CHOICES, feed_forward_width
 from mosaic_pretrain.model.attention import ATTENTION_BACKEND_CHOICES
 
 # Tensor cores work on tiles of 64 (bf16 on A100/H100); an embedding matrix whose row count is a
@@ -27,7 +28,7 @@ def round_vocab_size(tokenizer_size: int, multiple: int = VOCAB_MULTIPLE) -> int
 BERT_UNCASED_VOCAB = 30522
 
 # The published model sizes. `intermediate_size` is the width of each half of the GeGLU, as in
-# MosaicBERT, so the gated layer projects hidden -> 2 * intermediate.
+# MosaicBERT, so the gated layer projects hidden -> 2 * intermediate (unless `ffn_param_matched`).
 PRESETS: dict[str, dict[str, int]] = {
     "base": dict(
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
@@ -48,7 +49,8 @@ class MosaicBertConfig(PretrainedConfig):
     Args (BERT's meaning unless noted):
         vocab_size: embedding rows; `round_vocab_size(len(tokenizer))` for speed.
         hidden_size, num_hidden_layers, num_attention_heads: the usual transformer shape.
-        intermediate_size: width of each half of the GeGLU feed-forward (gate and value).
+        intermediate_size: width of the feed-forward: of a plain MLP, or of each half (gate and
+            value) of a GLU, unless `ffn_param_matched` scales a GLU to 2/3 of it.
         hidden_dropout_prob: dropout after embeddings, attention output and feed-forward.
         attention_probs_dropout_prob: dropout on attention probabilities. MosaicBERT trains with
             0.0; `flex` supports only 0.0.
@@ -62,6 +64,11 @@ class MosaicBertConfig(PretrainedConfig):
         attention_backend (ours): `eager | sdpa | flex | flash_attn | auto`, see `attention.py`.
         low_precision_layernorm (ours): run LayerNorm in the autocast dtype (bf16) instead of
             float32, which saves memory traffic; MosaicBERT's recipe.
+        ffn_activation (ours): the feed-forward variant, one of `activations.FFN_ACTIVATIONS`:
+            `geglu` (MosaicBERT), `gelu` (BERT's plain MLP), `swiglu`, `reglu`, `bilinear`, the
+            expanded-range `xgelu`, `xsilu`, `xatlu` and their GLUs `xgeglu`, `xswiglu`, `xatglu`.
+        ffn_param_matched (ours): give GLUs 2/3 of `intermediate_size` (rounded to 64) per half,
+            so they have about the parameters of a plain MLP of `intermediate_size`.
         classifier_dropout: dropout before the sequence classification layer; defaults to
             `hidden_dropout_prob`.
     """
@@ -84,6 +91,8 @@ class MosaicBertConfig(PretrainedConfig):
         alibi_starting_size: int = 512,
         attention_backend: str = "auto",
         low_precision_layernorm: bool = True,
+        ffn_activation: str = "geglu",
+        ffn_param_matched: bool = False,
         classifier_dropout: float | None = None,
         **kwargs,
     ):
@@ -101,6 +110,8 @@ class MosaicBertConfig(PretrainedConfig):
         self.alibi_starting_size = alibi_starting_size
         self.attention_backend = attention_backend
         self.low_precision_layernorm = low_precision_layernorm
+        self.ffn_activation = ffn_activation
+        self.ffn_param_matched = ffn_param_matched
         self.classifier_dropout = classifier_dropout
         self.validate()
 
@@ -110,6 +121,13 @@ class MosaicBertConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def feed_forward_width(self) -> int:
+        """The activation's input width (each half's, for a GLU)."""
+        return feed_forward_width(
+            self.intermediate_size, self.ffn_activation, self.ffn_param_matched
+        )
 
     def validate(self) -> None:
         """Raise one ConfigError listing every invalid field."""
@@ -147,10 +165,14 @@ class MosaicBertConfig(PretrainedConfig):
             value = getattr(self, name)
             if not _is_number(value) or value <= 0:
                 problems.append(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.low_precision_layernorm, bool):
+        for name in ("low_precision_layernorm", "ffn_param_matched"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                problems.append(f"{name} must be true or false, got {value!r}")
+        if self.ffn_activation not in FFN_ACTIVATION_CHOICES:
             problems.append(
-                "low_precision_layernorm must be true or false, got "
-                f"{self.low_precision_layernorm!r}"
+                f"ffn_activation={self.ffn_activation!r} is unknown; choose one of "
+                f"{', '.join(FFN_ACTIVATION_CHOICES)}"
             )
         if self.attention_backend not in ATTENTION_BACKEND_CHOICES:
             problems.append(

@@ -1,4 +1,5 @@
-"""MosaicBERT: a BERT encoder with ALiBi, GeGLU, unpadding and a sparse MLM head.
+"""MosaicBERT: a BERT encoder with ALiBi, GeGLU (or another feed-forward activation), unpadding
+and a sparse MLM head.
 
 Reads top to bottom: helpers, embeddings, attention, feed-forward, layer, encoder, then the
 models users load (`MosaicBertModel`, `...ForMaskedLM`, `...ForSequenceClassification`).
@@ -21,6 +22,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
+from mosaic_pretrain.model.activations import FFN_ACTIVATIONS, Activation
 from mosaic_pretrain.model.alibi import alibi_slopes
 from mosaic_pretrain.model.attention import (
     ATTENTION_BACKENDS,
@@ -105,25 +107,34 @@ class MosaicBertAttention(nn.Module):
         return self.LayerNorm(hidden + self.dropout(attended))
 
 
-class MosaicBertGatedMLP(nn.Module):
-    """GeGLU feed-forward (Shazeer 2020): `W_o dropout(gelu(x W_g) * x W_v)`, residual, LayerNorm.
+class MosaicBertMLP(nn.Module):
+    """Feed-forward block, residual, LayerNorm; the activation is `config.ffn_activation`.
 
-    Gate and value come from one matmul of width 2*I (faster than two of width I); the gate
-    projection has no bias, as in MosaicBERT.
+    GLU (default GeGLU, Shazeer 2020): `W_o dropout(act(x W_g) * x W_v)`. Gate and value come
+    from one matmul of width 2*I (faster than two of width I) with no bias, as in MosaicBERT.
+    Plain MLP (BERT): `W_o dropout(act(x W_i + b))`. I is `config.feed_forward_width`.
     """
 
     def __init__(self, config: MosaicBertConfig):
         super().__init__()
-        self.intermediate_size = config.intermediate_size
-        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.act = nn.GELU(approximate="none")
-        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.gated = FFN_ACTIVATIONS[config.ffn_activation].gated
+        self.width = config.feed_forward_width
+        if self.gated:
+            self.gated_layers = nn.Linear(config.hidden_size, 2 * self.width, bias=False)
+        else:
+            self.wi = nn.Linear(config.hidden_size, self.width)
+        self.act = Activation(config.ffn_activation)
+        self.wo = nn.Linear(self.width, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = make_layer_norm(config)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)  # (T, I) x2
-        out = self.wo(self.dropout(self.act(gate) * value))  # (T, H)
+        if self.gated:
+            gate, value = self.gated_layers(hidden).split(self.width, dim=-1)  # (T, I) x2
+            inner = self.act(gate) * value
+        else:
+            inner = self.act(self.wi(hidden))  # (T, I)
+        out = self.wo(self.dropout(inner))  # (T, H)
         return self.LayerNorm(hidden + out)
 
 
@@ -131,7 +142,7 @@ class MosaicBertLayer(nn.Module):
     def __init__(self, config: MosaicBertConfig):
         super().__init__()
         self.attention = MosaicBertAttention(config)
-        self.mlp = MosaicBertGatedMLP(config)
+        self.mlp = MosaicBertMLP(config)
 
     def forward(self, hidden: torch.Tensor, batch: VarlenBatch, backend: str) -> torch.Tensor:
         return self.mlp(self.attention(hidden, batch, backend))
@@ -267,6 +278,8 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, Activation) and module.gate_range is not None:
+            nn.init.zeros_(module.gate_range)  # start from the unexpanded function
 
     def _as_requested(self, output, return_dict: bool | None):
         """A ModelOutput, or a tuple when `return_dict=False` (or the config says so)."""

@@ -9,6 +9,7 @@ from composer.core import DataSpec, Evaluator
 from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.gate_ranges import GateRangeMonitor
 from mosaic_pretrain.callbacks.loss_guard import LossGuard
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
 from mosaic_pretrain.config.schema import (
@@ -29,6 +30,7 @@ from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataload
 from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
+from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 
 # Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
@@ -120,8 +122,20 @@ def build_evaluator(config: PretrainConfig, tokenizer: PreTrainedTokenizerBase) 
 
 
 def build_optimizer(section: OptimizerSection, model: torch.nn.Module) -> DecoupledAdamW:
+    """Decoupled AdamW on every parameter; the expanded activations' gate ranges go in a group
+    of their own without weight decay unless `weight_decay_gate_ranges`."""
+    gate_ranges = gate_range_parameters(model)
+    if gate_ranges and not section.weight_decay_gate_ranges:
+        kept = {id(parameter) for parameter in gate_ranges.values()}
+        rest = [parameter for parameter in model.parameters() if id(parameter) not in kept]
+        parameters = [
+            {"params": rest},
+            {"params": list(gate_ranges.values()), "weight_decay": 0.0},
+        ]
+    else:
+        parameters = list(model.parameters())
     return DecoupledAdamW(
-        model.parameters(),
+        parameters,
         lr=section.lr,
         betas=tuple(section.betas),
         eps=section.eps,
@@ -159,6 +173,7 @@ def build_callbacks(section: CallbacksSection) -> list:
                 batch_log_interval=monitor.batch_log_interval,
             )
         )
+    callbacks.append(GateRangeMonitor(section.gate_range_monitor.batch_log_interval))
     return callbacks
 
 

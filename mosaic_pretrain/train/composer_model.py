@@ -4,7 +4,6 @@ import torch
 from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
 from composer.models import ComposerModel
 
-from mosaic_pretrain.model import MosaicBertForMaskedLM
 from mosaic_pretrain.model.modeling import IGNORE_INDEX
 from mosaic_pretrain.train.flops import training_flops
 
@@ -27,8 +26,7 @@ class MLMComposerModel(ComposerModel):
 
     def flops_per_batch(self, batch: dict) -> int:
         """Training FLOPs for this batch, read by Composer's SpeedMonitor to report MFU."""
-        gated = isinstance(self.model, MosaicBertForMaskedLM)
-        return training_flops(self.model.config, batch, gated)
+        return training_flops(self.model.config, batch)
 
     def forward(self, batch: dict):
         return self.model(**{name: batch[name] for name in MODEL_INPUTS if name in batch})

@@ -1,15 +1,17 @@
 """FLOPs a training step must do, for MFU: the work on real tokens only.
 
 Per real token and layer, the matmuls cost 2 FLOPs per weight: attention projections 4H^2
-(QKV and output), feed-forward 6HI for MosaicBERT's GeGLU (H -> 2I, then I -> H) or 4HI for
-BERT's MLP. Attention scores and their weighted sum cost 4H per pair of tokens in the same
-document (sum of L^2 over documents). The MLM head runs on masked tokens only: 2H^2 (transform)
-+ 2HV (decoder). Backward costs twice the forward, so a step is 3x the forward. Embedding lookups,
-LayerNorms, activations and softmax are left out, as is usual for MFU.
+(QKV and output), feed-forward 6HI for a GLU such as MosaicBERT's GeGLU (H -> 2I, then I -> H)
+or 4HI for a plain MLP such as BERT's, I being the activation's width. Attention scores and
+their weighted sum cost 4H per pair of tokens in the same document (sum of L^2 over documents).
+The MLM head runs on masked tokens only: 2H^2 (transform) + 2HV (decoder). Backward costs twice
+the forward, so a step is 3x the forward. Embedding lookups, LayerNorms, activations and
+softmax are left out, as is usual for MFU.
 """
 
 import torch
 
+from mosaic_pretrain.model.activations import FFN_ACTIVATIONS
 from mosaic_pretrain.model.padding import unpad_input
 
 
@@ -30,13 +32,22 @@ def forward_flops(
     return layers * (tokens * per_token_per_layer + attention_per_layer) + head
 
 
-def training_flops(config, batch: dict, gated: bool) -> int:
+def feed_forward_shape(config) -> tuple[int, bool]:
+    """(activation width, is a GLU) of a MosaicBERT config or of transformers' BertConfig."""
+    activation = getattr(config, "ffn_activation", None)
+    if activation is None:  # transformers' BERT: a plain GELU MLP
+        return config.intermediate_size, False
+    return config.feed_forward_width, FFN_ACTIVATIONS[activation].gated
+
+
+def training_flops(config, batch: dict) -> int:
     """FLOPs of forward + backward for `batch` (a collated MLM batch) on a model of `config`."""
     _, cu_seqlens, _ = unpad_input(batch["attention_mask"])
     masked = int((batch["labels"] != -100).sum())
+    width, gated = feed_forward_shape(config)
     return 3 * forward_flops(
         config.hidden_size,
-        config.intermediate_size,
+        width,
         config.num_hidden_layers,
         config.vocab_size,
         gated,

@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mosaic_pretrain.config import PretrainConfig
-from mosaic_pretrain.config.compare import differing_keys
+from mosaic_pretrain.config.compare import differing_keys, flatten
 from mosaic_pretrain.errors import CheckpointError, ConfigError
 from mosaic_pretrain.train.checkpoints import latest_link
 
@@ -77,13 +77,33 @@ def read_record(checkpoint: Path) -> dict | None:
     return run_record(read_checkpoint_state(checkpoint))
 
 
+def _with_new_defaults(recipe: dict) -> dict:
+    """A checkpoint's recipe with the keys added to the schema since it was written filled in
+    with their defaults: a newer version of the code, run as before, changes nothing."""
+    defaults = flatten(
+        OmegaConf.to_container(OmegaConf.structured(PretrainConfig), enum_to_str=True)
+    )
+    old = flatten(recipe)
+    added = {key: value for key, value in defaults.items() if not _present(key, old)}
+    return {**old, **added}
+
+
+def _present(key: str, flat: dict) -> bool:
+    """Whether `key`, a parent of it or a child of it is in the flattened record."""
+    parents = key.split(".")
+    if any(".".join(parents[:depth]) in flat for depth in range(1, len(parents) + 1)):
+        return True
+    return any(other.startswith(f"{key}.") for other in flat)
+
+
 def check_resume(config: PretrainConfig, checkpoint: Path, record: dict | None) -> None:
     """Refuse to continue `checkpoint` (whose RunRecord is `record`) with a recipe that changes
     what it cannot, or what the recipe did not name in `resume_allow_changes`."""
     if record is None:
         logger.warning("%s carries no recipe record; its recipe cannot be compared", checkpoint)
         return
-    changed = [key for key in differing_keys(record["recipe"], recipe_record(config))
+    old_recipe = _with_new_defaults(record["recipe"])
+    changed = [key for key in differing_keys(old_recipe, recipe_record(config))
                if not _under(key, FREE)]  # fmt: skip
     never = [key for key in changed if _under(key, NEVER)]
     if never:

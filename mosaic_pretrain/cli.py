@@ -228,6 +228,40 @@ def _run_glue(args: argparse.Namespace) -> None:
         )
 
 
+def _add_ablate(subparsers: argparse._SubParsersAction) -> None:
+    ablate = subparsers.add_parser(
+        "ablate",
+        help="pretrain a recipe once per value of one key and compare eval loss at equal steps",
+        description="Runs RECIPE (with key=value overrides) once per value of its "
+        "ablation.key (and per ablation.seeds), skipping finished runs and continuing "
+        "unfinished ones, then writes ablation.md/.csv/.json/.png to ablation.output_folder.",
+    )
+    ablate.add_argument("recipe", help="a recipe with an ablation section, e.g. "
+                        "configs/pretrain/ablate-activations.yaml")  # fmt: skip
+    ablate.add_argument("overrides", nargs="*", metavar="key=value")
+    ablate.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the finished runs"
+    )
+    ablate.set_defaults(handler=_run_ablate)
+
+
+def _run_ablate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mosaic_pretrain.ablation.runs import run_ablation
+
+    report, table = run_ablation(Path(args.recipe), args.overrides, args.report_only)
+    print(table)
+    failed = [run["value"] for run in report["runs"] if run["status"] == "failed"]
+    folder = report["output_folder"]
+    print(f"report: {folder}/ablation.md, ablation.csv, ablation.json, ablation.png")
+    if failed:
+        raise JobsFailed(
+            f"runs failed for {', '.join(failed)} (errors in {folder}/ablation.json); rerun "
+            "the same command to retry them"
+        )
+
+
 def _add_check(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
         "check",
@@ -291,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_glue(subparsers)
+    _add_ablate(subparsers)
     _add_check(subparsers)
     return parser
 

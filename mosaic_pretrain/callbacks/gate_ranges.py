@@ -1,8 +1,8 @@
 """The trainable gate ranges of expanded activations (xGELU, xSiLU, xATLU and their GLUs), logged
 while they train: how far each MLP block has widened its gate beyond [0, 1].
 
-Does nothing for a model without gate ranges. Reads all ranges in one device-to-host copy every
-`batch_log_interval` batches.
+Does nothing for a model without gate ranges. Reads all ranges in one device-to-host copy at
+the start, every `batch_log_interval` batches and at the end of training.
 
 Logged keys (one value per MLP block reduced over blocks):
 | key | meaning |
@@ -45,4 +45,8 @@ class GateRangeMonitor(Callback):
     def batch_end(self, state: State, logger: Logger) -> None:
         batch = int(state.timestamp.batch)
         if self._ranges and batch % self.batch_log_interval == 0:
+            logger.log_metrics(gate_range_summary(self._ranges))
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        if self._ranges:  # the final ranges, whatever the interval
             logger.log_metrics(gate_range_summary(self._ranges))

@@ -198,6 +198,10 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     check(guard.window >= 1, "loss_guard.window must be at least 1")
     check(guard.max_skipped_batches >= 0, "loss_guard.max_skipped_batches must not be negative")
     check(
+        config.eval_subset_num_batches == -1 or config.eval_subset_num_batches > 0,
+        "eval_subset_num_batches must be positive, or -1 for the whole eval set",
+    )
+    check(
         config.callbacks.gate_range_monitor.batch_log_interval >= 1,
         "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
     )

@@ -199,6 +199,17 @@ class CompileSection:
 
 
 @dataclass
+class AblationSection:
+    """One recipe key swept by `mosaic-pretrain ablate` (ours): a run per value (and seed), all
+    else equal, compared on eval MLM loss at the same steps. `train` refuses such a recipe."""
+
+    key: str = "???"  # dotted recipe key, e.g. model.model_config.ffn_activation
+    values: list[str] = field(default_factory=list)  # as written after `key=` on a command line
+    seeds: list[int] = field(default_factory=list)  # default: the recipe's seed
+    output_folder: str = "./runs/{run_name}"  # a folder per run, and the table and plot
+
+
+@dataclass
 class PretrainConfig:
     """A pretraining recipe. `???` marks a key the recipe must set."""
 
@@ -213,6 +224,7 @@ class PretrainConfig:
     data_remote: str | None = None
     max_duration: str = "???"  # e.g. 286720000sp
     eval_interval: str = "2000ba"
+    eval_subset_num_batches: int = -1  # batches of the eval set per evaluation; -1: all of it
     global_train_batch_size: int = 4096  # across all devices
     device_train_microbatch_size: int | str = 128  # per device, or auto
     device_eval_batch_size: int = 128
@@ -240,3 +252,4 @@ class PretrainConfig:
     algorithms: AlgorithmsSection = field(default_factory=AlgorithmsSection)
     callbacks: CallbacksSection = field(default_factory=CallbacksSection)
     loggers: LoggersSection = field(default_factory=LoggersSection)
+    ablation: AblationSection | None = None  # for `mosaic-pretrain ablate` only (ours)

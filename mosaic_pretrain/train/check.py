@@ -32,6 +32,13 @@ def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1)
         config = load_config(path, overrides, world_size)
     except MosaicPretrainError as error:
         return error.problems  # nothing else can be checked without a valid recipe
+    if config.ablation is not None:
+        from mosaic_pretrain.ablation.runs import plan_runs
+
+        try:
+            plan_runs(Path(path), list(overrides))  # every value must make a valid recipe
+        except MosaicPretrainError as error:
+            return error.problems
     return check_recipe(config)
 
 

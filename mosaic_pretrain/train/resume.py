@@ -26,6 +26,7 @@ FREE = (
     "run_name", "autoresume", "load_path", "save_folder", "save_interval",
     "save_num_checkpoints_to_keep", "save_overwrite", "export_folder", "progress_bar",
     "log_to_console", "console_log_interval", "callbacks", "loggers", "eval_interval",
+    "eval_subset_num_batches", "ablation",
     "device_eval_batch_size", "device_train_microbatch_size", "max_duration", "data_local",
     "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
     "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",

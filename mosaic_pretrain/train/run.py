@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 def train(config: PretrainConfig) -> Trainer:
     """Pretrain as the recipe says; returns the finished Trainer."""
+    if config.ablation is not None:
+        raise ConfigError(
+            f"this recipe sweeps {config.ablation.key} (its `ablation` section): run it with "
+            "`mosaic-pretrain ablate`, or set ablation=null to train it once"
+        )
     if config.autoresume and dist.get_global_rank() == 0:
         repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
     problems = check_recipe(config)  # everything `mosaic-pretrain check` finds
@@ -71,6 +76,7 @@ def train(config: PretrainConfig) -> Trainer:
         eval_dataloader=build_evaluator(config, tokenizer),
         max_duration=config.max_duration,
         eval_interval=config.eval_interval,
+        eval_subset_num_batches=config.eval_subset_num_batches,
         optimizers=optimizer,
         schedulers=build_scheduler(config.scheduler),
         precision=config.precision.value,

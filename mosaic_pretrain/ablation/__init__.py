@@ -1,0 +1,1 @@
+"""Ablations: one recipe key swept over values (and seeds), compared at equal steps."""

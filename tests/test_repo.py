@@ -43,6 +43,12 @@ def test_readme_states_the_parameter_counts():
             assert f"{count:,}" in README, (preset, type(model).__name__)
 
 
+def test_readme_lists_every_feed_forward_variant_with_its_parameter_count():
+    from mosaic_pretrain.ablation.parameters import parameter_counts, render_parameter_table
+
+    assert render_parameter_table(parameter_counts("base")) in README
+
+
 def test_code_is_ruff_clean():
     done = subprocess.run(
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True

@@ -1,6 +1,7 @@
 """Pretraining end to end on CPU: the smoke recipe, and resume equivalence."""
 
 import gc
+import json
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,12 @@ def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus
     with torch.no_grad():
         expected = trained(**batch).logits
         for folder in ("exported", "hf"):  # by the command, and at the end of training
-            loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / folder).eval()
+            # safetensors only, and our registered classes: no code from the directory runs
+            assert not list((tmp_path / folder).glob("*.bin"))
+            assert "auto_map" not in json.loads((tmp_path / folder / "config.json").read_text())
+            loaded = AutoModelForMaskedLM.from_pretrained(
+                tmp_path / folder, use_safetensors=True, trust_remote_code=False
+            ).eval()
             assert torch.equal(loaded(**batch).logits, expected), folder
     trainer.close()
     with pytest.raises(CheckpointError, match="already exists"):

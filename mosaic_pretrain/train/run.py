@@ -34,6 +34,7 @@ from mosaic_pretrain.train.folders import (
     stopped_message,
 )
 from mosaic_pretrain.train.resume import recipe_record
+from mosaic_pretrain.train.safe_load import composer_loads_checked
 
 __all__ = ["RESOLVED_CONFIG", "run_folder", "train"]
 
@@ -64,36 +65,37 @@ def train(config: PretrainConfig) -> Trainer:
     optimizer = build_optimizer(config.optimizer, model)
     save_resolved_config(config)
     stopper = GracefulStop()
-    trainer = Trainer(
-        run_name=config.run_name,
-        model=model,
-        train_dataloader=train_data,
-        eval_dataloader=build_evaluator(config, tokenizer),
-        max_duration=config.max_duration,
-        eval_interval=config.eval_interval,
-        optimizers=optimizer,
-        schedulers=build_scheduler(config.scheduler),
-        precision=config.precision.value,
-        device_train_microbatch_size=config.device_train_microbatch_size,
-        seed=config.seed,
-        save_folder=config.save_folder,
-        save_interval=config.save_interval,
-        save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
-        save_overwrite=config.save_overwrite,
-        compile_config=build_compile_config(config),
-        load_path=config.load_path,
-        autoresume=config.autoresume,
-        progress_bar=config.progress_bar,
-        log_to_console=config.log_to_console,
-        console_log_interval=config.console_log_interval,
-        callbacks=[
-            *build_callbacks(config.callbacks),
-            build_loss_guard(config.loss_guard),
-            stopper,
-            RunRecord(recipe_record(config)),
-        ],
-        loggers=build_loggers(config.loggers, run_folder(config)),
-    )
+    with composer_loads_checked():  # Composer unpickles a resumed checkpoint as it builds
+        trainer = Trainer(
+            run_name=config.run_name,
+            model=model,
+            train_dataloader=train_data,
+            eval_dataloader=build_evaluator(config, tokenizer),
+            max_duration=config.max_duration,
+            eval_interval=config.eval_interval,
+            optimizers=optimizer,
+            schedulers=build_scheduler(config.scheduler),
+            precision=config.precision.value,
+            device_train_microbatch_size=config.device_train_microbatch_size,
+            seed=config.seed,
+            save_folder=config.save_folder,
+            save_interval=config.save_interval,
+            save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
+            save_overwrite=config.save_overwrite,
+            compile_config=build_compile_config(config),
+            load_path=config.load_path,
+            autoresume=config.autoresume,
+            progress_bar=config.progress_bar,
+            log_to_console=config.log_to_console,
+            console_log_interval=config.console_log_interval,
+            callbacks=[
+                *build_callbacks(config.callbacks),
+                build_loss_guard(config.loss_guard),
+                stopper,
+                RunRecord(recipe_record(config)),
+            ],
+            loggers=build_loggers(config.loggers, run_folder(config)),
+        )
     try:
         trainer.fit()
     except OSError as error:

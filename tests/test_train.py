@@ -196,19 +196,9 @@ def test_wandb_logs_offline_without_a_project(corpus, tmp_path, monkeypatch):
 def _poison_loss(monkeypatch, at_batch: int, factor: float):
     """Multiply the training loss of batch `at_batch` (1-based) by `factor` (nan, inf, 100)."""
     from mosaic_pretrain.train.composer_model import MLMComposerModel
+    from tests.poison_loss import poisoned_loss
 
-    calls = {"n": 0}
-    original = MLMComposerModel.loss
-
-    def loss(self, outputs, batch):
-        value = original(self, outputs, batch)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == at_batch:
-                return value * factor
-        return value
-
-    monkeypatch.setattr(MLMComposerModel, "loss", loss)
+    monkeypatch.setattr(MLMComposerModel, "loss", poisoned_loss(at_batch, factor))
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):

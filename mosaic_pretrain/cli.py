@@ -273,6 +273,12 @@ def _add_check(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("recipe", help="a pretraining recipe or a GLUE sweep YAML")
     check.add_argument("overrides", nargs="*", metavar="key=value")
+    check.add_argument(
+        "--verify-hashes",
+        action="store_true",
+        help="also read every local MDS shard and compare it with the hash in its index "
+        "(slow; by default shards are checked by size)",
+    )
     check.set_defaults(handler=_run_check)
 
 
@@ -302,12 +308,20 @@ def _sweep_problems(path: str, overrides: list[str]) -> list[str]:
 def _run_check(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
+    from mosaic_pretrain.errors import ConfigError
     from mosaic_pretrain.train.check import check_file
 
     if _is_sweep(args.recipe):
+        if args.verify_hashes:
+            raise ConfigError(
+                "--verify-hashes checks the MDS shards of a pretraining recipe; a GLUE sweep has "
+                "none, drop the option"
+            )
         problems = _sweep_problems(args.recipe, args.overrides)
     else:
-        problems = check_file(args.recipe, args.overrides, world_size=dist.get_world_size())
+        problems = check_file(
+            args.recipe, args.overrides, dist.get_world_size(), verify_hashes=args.verify_hashes
+        )
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)

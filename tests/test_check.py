@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.data.convert import ConvertOptions, convert
@@ -145,3 +146,62 @@ def test_checkpoint_problems(data, tmp_path):
     assert f"load_path: checkpoint {truncated} is truncated" in cut
     [absent] = problems(data, tmp_path, *quick, f"load_path={tmp_path}/none.pt")
     assert "does not exist" in absent
+
+
+def flip_one_byte(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+def verify(data: Path, tmp_path: Path, capsys) -> tuple[int, list[str]]:
+    code = main(["check", str(SMOKE), *recipe(data, tmp_path), "--verify-hashes"])
+    return code, [line for line in capsys.readouterr().err.splitlines() if "problem:" in line]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_verify_hashes_finds_a_shard_corrupted_at_its_size(data, tmp_path, capsys, compression):
+    if compression == "none":
+        copy = copy_data(data, tmp_path)
+    else:
+        copy = tmp_path / "zstd"
+        options = ConvertOptions(max_documents=40, val_fraction=0.2, compression="zstd")
+        convert(options, copy, progress=False, log=lambda line: None)
+    assert verify(copy, tmp_path, capsys) == (0, [])
+
+    [shard] = json.loads((copy / "train" / "index.json").read_text())["shards"]
+    stored = shard["zip_data"] or shard["raw_data"]
+    path = copy / "train" / stored["basename"]
+    flip_one_byte(path)
+    assert path.stat().st_size == stored["bytes"]
+    assert problems(copy, tmp_path) == []  # by default, sizes only
+    code, found = verify(copy, tmp_path, capsys)
+    assert code == 2
+    expected = stored["hashes"]["xxh64"]
+    assert found == [
+        f"problem: MDS shard {path} is corrupt: its xxh64 hash is "
+        f"{xxhash.xxh64(path.read_bytes()).hexdigest()}, its index says {expected}; convert the "
+        "data again or download it again"
+    ]
+
+
+def test_verify_hashes_says_when_an_index_has_no_hashes(data, tmp_path, capsys):
+    copy = copy_data(data, tmp_path)
+    index = copy / "val" / "index.json"
+    record = json.loads(index.read_text())
+    for shard in record["shards"]:
+        shard["raw_data"].pop("hashes")
+    index.write_text(json.dumps(record))
+    code, found = verify(copy, tmp_path, capsys)
+    assert code == 2 and len(found) == 1
+    assert (
+        f"MDS index {index} records no hash this installation can compute for 1 shard" in found[0]
+    )
+    assert "convert the data again with mosaic-pretrain convert" in found[0]
+
+
+def test_verify_hashes_is_for_pretraining_recipes(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("run_name: s\nstarting_point: x.pt\n")
+    assert main(["check", str(sweep), "--verify-hashes"]) == 2
+    assert "a GLUE sweep has none" in capsys.readouterr().err

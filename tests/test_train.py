@@ -1,6 +1,7 @@
 """Pretraining end to end on CPU: the smoke recipe, and resume equivalence."""
 
 import gc
+import json
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,12 @@ def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus
     with torch.no_grad():
         expected = trained(**batch).logits
         for folder in ("exported", "hf"):  # by the command, and at the end of training
-            loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / folder).eval()
+            # safetensors only, and our registered classes: no code from the directory runs
+            assert not list((tmp_path / folder).glob("*.bin"))
+            assert "auto_map" not in json.loads((tmp_path / folder / "config.json").read_text())
+            loaded = AutoModelForMaskedLM.from_pretrained(
+                tmp_path / folder, use_safetensors=True, trust_remote_code=False
+            ).eval()
             assert torch.equal(loaded(**batch).logits, expected), folder
     trainer.close()
     with pytest.raises(CheckpointError, match="already exists"):
@@ -190,19 +196,9 @@ def test_wandb_logs_offline_without_a_project(corpus, tmp_path, monkeypatch):
 def _poison_loss(monkeypatch, at_batch: int, factor: float):
     """Multiply the training loss of batch `at_batch` (1-based) by `factor` (nan, inf, 100)."""
     from mosaic_pretrain.train.composer_model import MLMComposerModel
+    from tests.poison_loss import poisoned_loss
 
-    calls = {"n": 0}
-    original = MLMComposerModel.loss
-
-    def loss(self, outputs, batch):
-        value = original(self, outputs, batch)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == at_batch:
-                return value * factor
-        return value
-
-    monkeypatch.setattr(MLMComposerModel, "loss", loss)
+    monkeypatch.setattr(MLMComposerModel, "loss", poisoned_loss(at_batch, factor))
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
@@ -230,7 +226,7 @@ def test_skip_drops_a_nan_batch_without_touching_the_weights(corpus, tmp_path, m
                 k: v.detach().clone() for k, v in model.state_dict().items()
             }
 
-    monkeypatch.setattr("mosaic_pretrain.train.run.build_callbacks", lambda section: [Snapshot()])
+    monkeypatch.setattr("mosaic_pretrain.train.trainer.build_callbacks", lambda section: [Snapshot()])
     _poison_loss(monkeypatch, at_batch=3, factor=float("inf"))
     weights, _ = run(
         corpus,

@@ -1,10 +1,12 @@
-"""Training as separate processes: through Composer's launcher on two CPU ranks (gloo), and a run
-killed with SIGKILL then continued by autoresume."""
+"""Training as separate processes: through Composer's launcher on two CPU ranks (gloo), a run
+killed with SIGKILL then continued by autoresume, and the ranks' shared verdict when a NaN or a
+SIGTERM reaches only one of two ranks."""
 
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -218,3 +220,94 @@ def test_a_stop_signal_saves_a_checkpoint_exits_cleanly_and_autoresume_continues
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     trained = [record["step"] for record in records if "loss/train/total" in record]
     assert trained == list(range(batch + 2))  # each batch once: resumed right after the saved one
+
+
+# Two ranks started by hand with the variables Composer's launcher sets, so that each rank's exit
+# code and last words can be read (the launcher SIGTERMs the others when one rank exits).
+POISON_LOSS = Path(__file__).resolve().parent / "poison_loss.py"
+TWO_RANKS = ["device_train_microbatch_size=4", "eval_interval=1000ba"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_two_ranks(command: list[str], tmp_path: Path) -> list[tuple[subprocess.Popen, Path]]:
+    shared = {
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
+    ranks = []
+    for rank in (0, 1):
+        log = tmp_path / f"rank{rank}.stderr"
+        with log.open("w") as stderr:
+            env = {**os.environ, **shared, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            process = subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        ranks.append((process, log))
+    return ranks
+
+
+def last_words(ranks, timeout: float = 180) -> list[tuple[int, str]]:
+    """Each rank's exit code and last line of stderr."""
+    finished = []
+    for process, log in ranks:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other, _ in ranks:
+                other.kill()
+            raise
+        finished.append((process.returncode, log.read_text().strip().splitlines()[-1]))
+    return finished
+
+
+def test_a_nan_on_one_rank_stops_both_at_the_same_batch(corpus, tmp_path):
+    folder = tmp_path / "ckpt"
+    train = train_command(corpus, folder, "max_duration=6ba", "save_interval=2ba", *TWO_RANKS)
+    command = [sys.executable, str(POISON_LOSS), "3", "nan", "1", "--", *train[3:]]
+    (code0, said0), (code1, said1) = last_words(start_two_ranks(command, tmp_path))
+    assert code0 == code1 == 2, (said0, said1)
+    assert said1.startswith("mosaic-pretrain train: error: the loss is nan while training batch 3;")
+    assert said0.startswith(
+        "mosaic-pretrain train: error: a non-finite or spiking loss on another rank while "
+        "training batch 3;"
+    )
+    assert sorted(p.name for p in folder.glob("ep*.pt")) == ["ep0-ba2-rank0.pt"]
+    assert os.readlink(folder / "latest-rank0.pt") == "ep0-ba2-rank0.pt"
+    weights = load_composer_weights(folder / "ep0-ba2-rank0.pt")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def test_sigterm_to_one_rank_stops_both_after_the_same_batch_with_a_checkpoint(corpus, tmp_path):
+    from mosaic_pretrain.train.checkpoints import is_complete
+
+    folder = tmp_path / "ckpt"
+    command = train_command(
+        corpus, folder, "max_duration=500ba", "save_interval=1000ba", *TWO_RANKS
+    )
+    ranks = start_two_ranks(command, tmp_path)
+    metrics = folder / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert all(process.poll() is None for process, _ in ranks), "a rank ended early"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ranks[1][0].send_signal(signal.SIGTERM)  # rank 1 only
+    (code0, said0), (code1, said1) = last_words(ranks)
+    assert code0 == code1 == 128 + signal.SIGTERM, (said0, said1)
+    pattern = r"stopped by (.+) after batch (\d+); checkpoint (\S+) saved"
+    stopped = [re.search(pattern, said) for said in (said0, said1)]
+    assert all(stopped), (said0, said1)
+    assert [match.group(1) for match in stopped] == ["signal on another rank", "SIGTERM"]
+    batch = stopped[0].group(2)
+    assert stopped[1].group(2) == batch
+    assert stopped[0].group(3) == stopped[1].group(3) == f"ep0-ba{batch}-rank0.pt"
+    assert is_complete(folder / f"ep0-ba{batch}-rank0.pt")

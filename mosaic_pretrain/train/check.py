@@ -2,10 +2,11 @@
 spent, one per line. `train` runs the same checks first.
 
 Covered: the recipe (YAML, keys, types, cross-key rules); the tokenizer loads and its vocabulary
-fits the model; each loader's data (index readable, shards present at their recorded sizes,
-pre-tokenized with this tokenizer); the save folder is writable and holds no other run's
-checkpoints; the export folder is free; the checkpoint a run would continue (`autoresume` or
-`load_path`) is complete, readable, of this model and compatible with this recipe.
+fits the model; each loader's local data (index readable, shards present at their recorded sizes,
+pre-tokenized with this tokenizer; with `--verify-hashes` also every shard's contents against the
+index's hashes); the save folder is writable and holds no other run's checkpoints; the export
+folder is free; the checkpoint a run would continue (`autoresume` or `load_path`) is complete,
+readable by the safe loader, of this model and compatible with this recipe.
 """
 
 import os
@@ -15,6 +16,7 @@ from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.schema import LoaderSection
 from mosaic_pretrain.data.convert import MANIFEST
 from mosaic_pretrain.data.dataset import INDEX, check_local_split, check_tokenizer_matches
+from mosaic_pretrain.data.shard_hashes import verify_split
 from mosaic_pretrain.data.tokenizer import model_vocab_size
 from mosaic_pretrain.errors import MosaicPretrainError, Problems
 from mosaic_pretrain.train.checkpoints import is_complete
@@ -26,7 +28,9 @@ from mosaic_pretrain.train.resume import (
 )
 
 
-def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> list[str]:
+def check_file(
+    path: str | Path, overrides: list[str] = (), world_size: int = 1, verify_hashes: bool = False
+) -> list[str]:
     """Problems of the recipe at `path` (empty when it is ready to run)."""
     try:
         config = load_config(path, overrides, world_size)
@@ -39,10 +43,12 @@ def check_file(path: str | Path, overrides: list[str] = (), world_size: int = 1)
             plan_runs(Path(path), list(overrides))  # every value must make a valid recipe
         except MosaicPretrainError as error:
             return error.problems
-    return check_recipe(config)
+    return check_recipe(config, verify_hashes)
 
 
-def check_recipe(config: PretrainConfig) -> list[str]:
+def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[str]:
+    """Problems of a loaded recipe; `verify_hashes` also reads every local shard and compares it
+    with its index's hash (slow; by default shards are checked by size)."""
     from mosaic_pretrain.train.builders import build_tokenizer
     from mosaic_pretrain.train.folders import run_folder
 
@@ -53,7 +59,7 @@ def check_recipe(config: PretrainConfig) -> list[str]:
         for name in ("train_loader", "eval_loader"):
             loader = getattr(config, name)
             if loader is not None:
-                _check_data(name, loader, tokenizer, problems)
+                _check_data(name, loader, tokenizer, problems, verify_hashes)
     if config.save_folder is not None:
         _check_writable(run_folder(config), "save_folder", problems)
     _check_folders(config, problems)
@@ -83,7 +89,9 @@ def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> 
             )
 
 
-def _check_data(name: str, loader: LoaderSection, tokenizer, problems: Problems) -> None:
+def _check_data(
+    name: str, loader: LoaderSection, tokenizer, problems: Problems, verify_hashes: bool
+) -> None:
     dataset = loader.dataset
     if dataset.remote is not None:
         return  # fetched at run time; the index is checked once downloaded
@@ -93,6 +101,8 @@ def _check_data(name: str, loader: LoaderSection, tokenizer, problems: Problems)
     split_root = problems.attempt(check_local_split, dataset.local, dataset.split)
     if split_root is not None:
         problems.attempt(check_tokenizer_matches, split_root / INDEX, tokenizer)
+        if verify_hashes:
+            problems.attempt(verify_split, split_root, INDEX)
 
 
 def _check_writable(folder: Path, key: str, problems: Problems) -> None:

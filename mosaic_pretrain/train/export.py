@@ -6,9 +6,7 @@ needs nothing but the checkpoint folder. The directory is written under a tempor
 renamed when complete; an existing export is never overwritten.
 """
 
-import pickle
 import shutil
-import zipfile
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ import torch
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import CheckpointError
 from mosaic_pretrain.train.builders import build_model, build_tokenizer
+from mosaic_pretrain.train.safe_load import load_checkpoint
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 COMPOSER_MODEL_PREFIX = "model."  # the ComposerModel keeps the transformers model as `.model`
@@ -36,27 +35,15 @@ def save_hf_directory(model, tokenizer, out_dir: str | Path) -> Path:
 
 
 def load_composer_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The model weights of a Composer checkpoint, names as in the transformers model.
-
-    Composer pickles trainer state (timestamps, RNG states) beside the weights, which
-    `weights_only=True` cannot read: load only checkpoints you trust.
-    """
-    if not checkpoint.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    """The model weights of a Composer checkpoint, names as in the transformers model, read by
+    the safe loader (no code from the file runs)."""
+    state = load_checkpoint(checkpoint, mmap=False)
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         weights = state["state"]["model"]
-    except (
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        KeyError,
-        TypeError,
-    ) as error:
+    except (KeyError, TypeError) as error:
         raise CheckpointError(
             f"checkpoint {checkpoint} is corrupt or not a Composer checkpoint "
-            f"({type(error).__name__}); use another checkpoint of the run"
+            f"(no {error} in it); use another checkpoint of the run"
         ) from None
     return {name.removeprefix(COMPOSER_MODEL_PREFIX): tensor for name, tensor in weights.items()}
 

@@ -11,13 +11,13 @@ learning rate: `resume_allow_changes=[optimizer.lr]`).
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from mosaic_pretrain.config import PretrainConfig
 from mosaic_pretrain.config.compare import differing_keys, flatten
 from mosaic_pretrain.errors import CheckpointError, ConfigError
 from mosaic_pretrain.train.checkpoints import latest_link
+from mosaic_pretrain.train.safe_load import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +56,12 @@ def checkpoint_to_resume(config: PretrainConfig, folder: Path) -> Path | None:
 
 
 def read_checkpoint_state(checkpoint: Path) -> dict:
-    """A checkpoint's saved state, its tensors memory-mapped (only the small pickled part is
-    read), or a one-line error when it is missing or unreadable."""
+    """A checkpoint's saved state, read by the safe loader with its tensors memory-mapped (only
+    the small pickled part is read), or a one-line error when it is missing, unreadable or
+    refused."""
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint {checkpoint} does not exist; fix load_path")
-    try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as error:  # corrupt or not a checkpoint: name it, do not crash later
-        raise CheckpointError(
-            f"checkpoint {checkpoint} cannot be read ({type(error).__name__}); it is corrupt "
-            "or not a Composer checkpoint"
-        ) from None
+    return load_checkpoint(checkpoint)
 
 
 def run_record(state: dict) -> dict | None:

@@ -1,4 +1,4 @@
-"""`mosaic-pretrain train`: build everything from a validated recipe and run Composer's Trainer."""
+"""`mosaic-pretrain train`: check a recipe, build its Trainer, fit, report how the run ended."""
 
 import errno
 import logging
@@ -7,21 +7,8 @@ from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
-from mosaic_pretrain.callbacks.run_record import RunRecord
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
-from mosaic_pretrain.train.builders import (
-    build_callbacks,
-    build_compile_config,
-    build_composer_model,
-    build_dataloader,
-    build_evaluator,
-    build_loggers,
-    build_loss_guard,
-    build_optimizer,
-    build_scheduler,
-    build_tokenizer,
-)
 from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.checkpoints import repair_checkpoint_folder
 from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
@@ -33,7 +20,7 @@ from mosaic_pretrain.train.folders import (
     signal_exit_code,
     stopped_message,
 )
-from mosaic_pretrain.train.resume import recipe_record
+from mosaic_pretrain.train.trainer import build_trainer
 
 __all__ = ["RESOLVED_CONFIG", "run_folder", "train"]
 
@@ -57,49 +44,9 @@ def train(config: PretrainConfig) -> Trainer:
     reproducibility.seed_all(config.seed)
     export_folder = free_export_folder(config)
     logger.info("resolved recipe:\n%s", to_yaml(config))
-    if config.algorithms.fused_layernorm is not None:
-        logger.info(
-            "algorithms.fused_layernorm (apex in MosaicBERT) is served by our low-precision "
-            "LayerNorm, which needs no apex"
-        )
-    tokenizer = build_tokenizer(config)
-    model = build_composer_model(config, tokenizer)
-    device_batch_size = config.global_train_batch_size // dist.get_world_size()
-    train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
-    optimizer = build_optimizer(config.optimizer, model)
     save_resolved_config(config)
     stopper = GracefulStop()
-    trainer = Trainer(
-        run_name=config.run_name,
-        model=model,
-        train_dataloader=train_data,
-        eval_dataloader=build_evaluator(config, tokenizer),
-        max_duration=config.max_duration,
-        eval_interval=config.eval_interval,
-        eval_subset_num_batches=config.eval_subset_num_batches,
-        optimizers=optimizer,
-        schedulers=build_scheduler(config.scheduler),
-        precision=config.precision.value,
-        device_train_microbatch_size=config.device_train_microbatch_size,
-        seed=config.seed,
-        save_folder=config.save_folder,
-        save_interval=config.save_interval,
-        save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
-        save_overwrite=config.save_overwrite,
-        compile_config=build_compile_config(config),
-        load_path=config.load_path,
-        autoresume=config.autoresume,
-        progress_bar=config.progress_bar,
-        log_to_console=config.log_to_console,
-        console_log_interval=config.console_log_interval,
-        callbacks=[
-            *build_callbacks(config.callbacks),
-            build_loss_guard(config.loss_guard),
-            stopper,
-            RunRecord(recipe_record(config)),
-        ],
-        loggers=build_loggers(config.loggers, run_folder(config)),
-    )
+    trainer, model, tokenizer = build_trainer(config, stopper)
     try:
         trainer.fit()
     except OSError as error:

@@ -1,0 +1,75 @@
+"""Composer's Trainer for a validated recipe: every builder's output wired together."""
+
+import logging
+
+from composer import Trainer
+from composer.utils import dist
+
+from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
+from mosaic_pretrain.callbacks.run_record import RunRecord
+from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.train.builders import (
+    build_callbacks,
+    build_compile_config,
+    build_composer_model,
+    build_dataloader,
+    build_evaluator,
+    build_loggers,
+    build_loss_guard,
+    build_optimizer,
+    build_scheduler,
+    build_tokenizer,
+)
+from mosaic_pretrain.train.composer_model import MLMComposerModel
+from mosaic_pretrain.train.folders import run_folder
+from mosaic_pretrain.train.resume import recipe_record
+from mosaic_pretrain.train.safe_load import composer_loads_checked
+
+logger = logging.getLogger(__name__)
+
+
+def build_trainer(config: PretrainConfig, stopper: GracefulStop):
+    """(Trainer, the unwrapped Composer model, tokenizer). Resuming loads the checkpoint here."""
+    if config.algorithms.fused_layernorm is not None:
+        logger.info(
+            "algorithms.fused_layernorm (apex in MosaicBERT) is served by our low-precision "
+            "LayerNorm, which needs no apex"
+        )
+    tokenizer = build_tokenizer(config)
+    model: MLMComposerModel = build_composer_model(config, tokenizer)
+    device_batch_size = config.global_train_batch_size // dist.get_world_size()
+    train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
+    optimizer = build_optimizer(config.optimizer, model)
+    with composer_loads_checked():  # Composer unpickles a resumed checkpoint as it builds
+        trainer = Trainer(
+            run_name=config.run_name,
+            model=model,
+            train_dataloader=train_data,
+            eval_dataloader=build_evaluator(config, tokenizer),
+            max_duration=config.max_duration,
+            eval_interval=config.eval_interval,
+            eval_subset_num_batches=config.eval_subset_num_batches,
+            optimizers=optimizer,
+            schedulers=build_scheduler(config.scheduler),
+            precision=config.precision.value,
+            device_train_microbatch_size=config.device_train_microbatch_size,
+            seed=config.seed,
+            save_folder=config.save_folder,
+            save_interval=config.save_interval,
+            save_num_checkpoints_to_keep=config.save_num_checkpoints_to_keep,
+            save_overwrite=config.save_overwrite,
+            compile_config=build_compile_config(config),
+            load_path=config.load_path,
+            autoresume=config.autoresume,
+            progress_bar=config.progress_bar,
+            log_to_console=config.log_to_console,
+            console_log_interval=config.console_log_interval,
+            callbacks=[
+                *build_callbacks(config.callbacks),
+                build_loss_guard(config.loss_guard),
+                stopper,
+                RunRecord(recipe_record(config)),
+            ],
+            loggers=build_loggers(config.loggers, run_folder(config)),
+        )
+    return trainer, model, tokenizer

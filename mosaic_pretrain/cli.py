@@ -15,6 +15,10 @@ class JobsFailed(MosaicPretrainError):
     """Some jobs of a sweep failed; the others finished and are reported."""
 
 
+class PointSweepsFailed(MosaicPretrainError):
+    """Pretraining finished, but the GLUE sweeps of some points have no result."""
+
+
 USER_ERROR_EXIT_CODE = 2
 
 
@@ -170,6 +174,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
+    from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
     from mosaic_pretrain.config import load_config
     from mosaic_pretrain.train.run import train
 
@@ -177,6 +182,19 @@ def _run_train(args: argparse.Namespace) -> None:
     trainer = train(config)
     for name, metric in trainer.state.eval_metrics.get("eval", {}).items():
         print(f"final eval {name}: {float(metric.compute()):.4f}")
+    failed = {
+        point: why
+        for callback in trainer.state.callbacks
+        if isinstance(callback, GlueSweeps)
+        for point, why in callback.failed.items()
+    }
+    if failed:
+        for point, why in failed.items():
+            print(f"GLUE point {point}: {why}", file=sys.stderr)
+        raise PointSweepsFailed(
+            f"the GLUE sweeps of {len(failed)} point(s) have no result ({', '.join(failed)}); "
+            "rerun the same command with autoresume=true to run them again"
+        )
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ from mosaic_pretrain.train.builders import (
     build_composer_model,
     build_dataloader,
     build_evaluator,
+    build_glue_sweeps,
     build_loggers,
     build_loss_guard,
     build_optimizer,
@@ -64,6 +65,7 @@ def train(config: PretrainConfig) -> Trainer:
     optimizer = build_optimizer(config.optimizer, model)
     save_resolved_config(config)
     stopper = GracefulStop()
+    glue_sweeps = build_glue_sweeps(config, model, tokenizer, lambda: stopper.requested is not None)
     trainer = Trainer(
         run_name=config.run_name,
         model=model,
@@ -91,17 +93,30 @@ def train(config: PretrainConfig) -> Trainer:
             build_loss_guard(config.loss_guard),
             stopper,
             RunRecord(recipe_record(config)),
+            *([glue_sweeps] if glue_sweeps is not None else []),
         ],
         loggers=build_loggers(config.loggers, run_folder(config)),
     )
+    _fit(trainer, config)
+    if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
+        save_hf_directory(model.model.eval(), tokenizer, export_folder)
+    if glue_sweeps is not None:  # the final point, and the sweeps still to run or to wait for
+        with stopper.listening():
+            glue_sweeps.finish(trainer.state, trainer.logger, stopped=stopper.requested is not None)
+    if stopper.requested is not None:
+        raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
+    return trainer
+
+
+def _fit(trainer: Trainer, config: PretrainConfig) -> None:
+    """`fit()`; a run resumed at its max_duration (which Composer refuses to fit) has nothing to
+    train, and goes on to what follows training (export, GLUE sweeps still to run)."""
+    if not trainer.state.timestamp < trainer.state.max_duration:
+        logger.info("already at max_duration=%s: nothing to train", config.max_duration)
+        return
     try:
         trainer.fit()
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
         raise CheckpointError(disk_full_message(config, error)) from None
-    if stopper.requested is not None:
-        raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
-    if export_folder is not None and dist.get_global_rank() == 0:
-        save_hf_directory(model.model.eval(), tokenizer, export_folder)
-    return trainer

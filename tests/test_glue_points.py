@@ -185,6 +185,12 @@ def test_two_points_are_swept_and_logged_against_the_clock_and_a_rerun_adds_noth
     assert all(c["gpu_hours"] == c["wall_hours"] and c["cost"] is None for c in clocks)
     assert averages[1]["glue/clock/tokens"] == clocks[1]["tokens"]
 
+    # The pareto command draws the run.
+    out = tmp_path / "pareto"
+    assert main(["pareto", str(run), "--out", str(out), "--x", "tokens"]) == 0
+    csv_rows = (out / "pareto-glue_average-tokens.csv").read_text().splitlines()
+    assert len(csv_rows) == 3 and (out / "pareto-glue_average-tokens.png").stat().st_size > 5000
+
 
 def fake_sweep(pause_s: float, started: list | None = None):
     """A sweep that takes `pause_s` and scores 50 + the point's batch."""

@@ -193,7 +193,8 @@ def _run_train(args: argparse.Namespace) -> None:
             print(f"GLUE point {point}: {why}", file=sys.stderr)
         raise PointSweepsFailed(
             f"the GLUE sweeps of {len(failed)} point(s) have no result ({', '.join(failed)}); "
-            "rerun the same command with autoresume=true to run them again"
+            "rerun the same command with autoresume=true (and export_folder=null once the "
+            "export exists) to run them again"
         )
 
 

@@ -121,7 +121,8 @@ def job_starts(point_folder: Path) -> int:
 def test_two_points_are_swept_and_logged_against_the_clock_and_a_rerun_adds_nothing(
     corpus, sweep_file, tmp_path, monkeypatch
 ):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # a W&B session of an earlier test would keep its WANDB_DIR
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     run = tmp_path / "checkpoints"
@@ -138,15 +139,18 @@ def test_two_points_are_swept_and_logged_against_the_clock_and_a_rerun_adds_noth
     pid_file = points / "ba4" / "sweep" / JOBS_FOLDER / "sst2-seed19" / PID_FILE
 
     def kill_ba4_job():
-        deadline = time.time() + 300
+        deadline = time.time() + 120
         while not pid_file.exists() and time.time() < deadline:
             time.sleep(0.02)
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     killer = threading.Thread(target=kill_ba4_job)
     killer.start()
-    failed = pretrain(corpus, tmp_path, sweep_file, *common, "loggers.wandb.tags=[test]")
-    killer.join()
+    try:
+        failed = pretrain(corpus, tmp_path, sweep_file, *common, "loggers.wandb.tags=[test]")
+    finally:
+        killer.join()
+        wandb.teardown()  # so the next W&B run reads its environment afresh
 
     assert sorted(p.name for p in run.glob("ep*-ba*-rank0.pt")) == ["ep0-ba4-rank0.pt"]
     results = read_results(points)

@@ -15,6 +15,10 @@ class JobsFailed(MosaicPretrainError):
     """Some jobs of a sweep failed; the others finished and are reported."""
 
 
+class PointSweepsFailed(MosaicPretrainError):
+    """Pretraining finished, but the GLUE sweeps of some points have no result."""
+
+
 USER_ERROR_EXIT_CODE = 2
 
 
@@ -170,6 +174,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
+    from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
     from mosaic_pretrain.config import load_config
     from mosaic_pretrain.train.run import train
 
@@ -177,6 +182,20 @@ def _run_train(args: argparse.Namespace) -> None:
     trainer = train(config)
     for name, metric in trainer.state.eval_metrics.get("eval", {}).items():
         print(f"final eval {name}: {float(metric.compute()):.4f}")
+    failed = {
+        point: why
+        for callback in trainer.state.callbacks
+        if isinstance(callback, GlueSweeps)
+        for point, why in callback.failed.items()
+    }
+    if failed:
+        for point, why in failed.items():
+            print(f"GLUE point {point}: {why}", file=sys.stderr)
+        raise PointSweepsFailed(
+            f"the GLUE sweeps of {len(failed)} point(s) have no result ({', '.join(failed)}); "
+            "rerun the same command with autoresume=true (and export_folder=null once the "
+            "export exists) to run them again"
+        )
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -262,6 +281,55 @@ def _run_ablate(args: argparse.Namespace) -> None:
         )
 
 
+def _add_pareto(subparsers: argparse._SubParsersAction) -> None:
+    from mosaic_pretrain.glue.pareto import X_AXES
+
+    pareto = subparsers.add_parser(
+        "pareto",
+        help="GLUE score against pretraining time or cost for one or more runs, with the Pareto "
+        "frontier (PNG + CSV)",
+        description="Draws the GLUE points of each RUN_DIR (a run's save folder, with the "
+        "glue_points/ of callbacks.glue_sweep) and marks the points no other beats on both "
+        "axes. Runs with the same label form one series (mean and std over them).",
+    )
+    pareto.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    pareto.add_argument("--x", choices=list(X_AXES), default="wall_hours", help="the cost axis")
+    pareto.add_argument("--task", default=None, help="a task's score instead of the GLUE average")
+    pareto.add_argument(
+        "--label", action="append", default=None, help="one per RUN_DIR (default: run names)"
+    )
+    pareto.add_argument("--out", default="pareto", help="folder for the PNG and CSV")
+    pareto.add_argument(
+        "--gpu-hour-price",
+        type=float,
+        default=None,
+        help="price of a device-hour, for runs that recorded no cost",
+    )
+    pareto.set_defaults(handler=_run_pareto)
+
+
+def _run_pareto(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mosaic_pretrain.glue.pareto import pareto
+
+    output = pareto(
+        [Path(run) for run in args.runs],
+        args.x,
+        args.task,
+        args.label,
+        Path(args.out),
+        args.gpu_hour_price,
+    )
+    print(f"{'series':<20} {'point':<12} {args.x:>12} {'score':>7} {'frontier':>8}")
+    for point in output.points:
+        mark = "*" if point.frontier else ("(series)" if point.series_frontier else "")
+        print(f"{point.series:<20} {point.point:<12} {point.x:>12.6g} {point.y:>7.2f} {mark:>8}")
+    for folder, points in output.failed.items():
+        print(f"not drawn: the sweeps of {', '.join(points)} in {folder} failed")
+    print(f"written: {output.png}, {output.csv}")
+
+
 def _add_check(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
         "check",
@@ -340,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_glue(subparsers)
     _add_ablate(subparsers)
+    _add_pareto(subparsers)
     _add_check(subparsers)
     return parser
 

@@ -226,7 +226,9 @@ def test_skip_drops_a_nan_batch_without_touching_the_weights(corpus, tmp_path, m
                 k: v.detach().clone() for k, v in model.state_dict().items()
             }
 
-    monkeypatch.setattr("mosaic_pretrain.train.trainer.build_callbacks", lambda section: [Snapshot()])
+    monkeypatch.setattr(
+        "mosaic_pretrain.train.trainer.build_callbacks", lambda section: [Snapshot()]
+    )
     _poison_loss(monkeypatch, at_batch=3, factor=float("inf"))
     weights, _ = run(
         corpus,

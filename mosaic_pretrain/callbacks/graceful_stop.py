@@ -6,10 +6,15 @@ the run's end is moved to now), and `autoresume: true` continues from there. A s
 interrupts at once. With several ranks the request is agreed by an all-reduce at each batch end,
 so every rank stops after the same batch.
 
+After training, `listening()` catches the same signals around work that should stop cleanly
+too (the GLUE sweeps `train` runs once `fit()` has returned).
+
 Logged keys: none. Afterwards `requested` holds the signal's name (or None).
 """
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from composer.core import Callback, State
 from composer.loggers import Logger
@@ -31,6 +36,18 @@ class GracefulStop(Callback):
         self.requested = signal.Signals(signum).name
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self._install()
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Record SIGTERM and Ctrl-C in `requested` inside the block, as during training."""
+        self._install()
+        try:
+            yield
+        finally:
+            self._restore()
+
+    def _install(self) -> None:
         try:
             for signum in HANDLED:
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -206,6 +206,7 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
         "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
     )
     problems += _model_problems(config)
+    problems += _glue_sweep_problems(config, world_size)
     if problems:
         raise ConfigError("; ".join(problems), problems)
 
@@ -245,6 +246,46 @@ def _model_problems(config: PretrainConfig) -> list[str]:
     except ConfigError as error:
         return [f"model.model_config: {str(error).removeprefix('MosaicBertConfig: ')}"]
     return []
+
+
+# Units a GLUE point interval may use: points are taken at batch ends.
+GLUE_POINT_UNITS = ("ba", "sp", "tok")
+
+
+def _glue_sweep_problems(config: PretrainConfig, world_size: int) -> list[str]:
+    """The callbacks.glue_sweep keys alone; the sweep file and the GPUs are checked by
+    `mosaic-pretrain check` (and before training)."""
+    section = config.callbacks.glue_sweep
+    if section is None:
+        return []
+    key = "callbacks.glue_sweep"
+    problems = []
+    if section.interval is not None:
+        try:
+            interval = parse_time(f"{key}.interval", section.interval)
+        except ConfigError as error:
+            problems.append(str(error))
+        else:
+            if interval.unit not in GLUE_POINT_UNITS or interval.value <= 0:
+                problems.append(
+                    f"{key}.interval={section.interval!r}: write a positive number of "
+                    f"{', '.join(GLUE_POINT_UNITS)} (points are taken at batch ends)"
+                )
+    elif not section.at_end:
+        problems.append(f"{key}: set interval (e.g. 2000ba) or at_end: true, or no point is taken")
+    if section.retries < 0:
+        problems.append(f"{key}.retries must not be negative")
+    if section.gpu_hour_price is not None and section.gpu_hour_price < 0:
+        problems.append(f"{key}.gpu_hour_price must not be negative (or null: no cost)")
+    if any(gpu < 0 for gpu in section.gpus) or len(set(section.gpus)) != len(section.gpus):
+        problems.append(f"{key}.gpus={section.gpus}: list distinct GPU ids (0, 1, ...)")
+    if world_size > 1 and (section.wait_for_sweeps or not section.gpus):
+        problems.append(
+            f"{key}: with {world_size} processes the sweeps need GPUs of their own "
+            "(callbacks.glue_sweep.gpus) and wait_for_sweeps: false; the other ranks would time "
+            "out waiting for rank 0"
+        )
+    return problems
 
 
 def to_yaml(config) -> str:

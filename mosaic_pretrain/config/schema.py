@@ -153,12 +153,36 @@ class GateRangeMonitorSection:
 
 
 @dataclass
+class GlueSweepSection:
+    """GLUE during pretraining (ours): at each point (every `interval`, and at the end) the
+    model's weights are copied to RUN/glue_points/POINT/ and finetuned with the `sweep`; the
+    scores are logged against the pretraining clock. Points are independent of save_interval,
+    and the copy outlives Composer's keep-N rotation until its sweep has finished."""
+
+    # A GLUE sweep YAML (e.g. configs/glue/mosaic-bert-base.yaml). Its starting_point,
+    # output_folder and run_name are replaced by each point's weights, folder and name.
+    sweep: str = "???"
+    sweep_overrides: list[str] = field(default_factory=list)  # key=value, e.g. tasks=[sst2]
+    interval: str | None = None  # a point every N ba, sp or tok (e.g. 2000ba); null: at_end only
+    at_end: bool = True  # a point at the end of training
+    # GPU ids set aside for the sweeps, which then run while training goes on. Empty: the
+    # sweeps run after training, on the training device (one process only).
+    gpus: list[int] = field(default_factory=list)
+    # Training pauses at each point until its sweep has finished (one process only).
+    wait_for_sweeps: bool = False
+    retries: int = 1  # a failed sweep runs again this many times (finished jobs are kept)
+    gpu_hour_price: float | None = None  # price of one device-hour of training: adds a cost
+    keep_weights: bool = False  # keep a point's weights after its sweep finished
+
+
+@dataclass
 class CallbacksSection:
     speed_monitor: SpeedMonitorSection | None = None
     lr_monitor: EmptySection | None = None
     memory_monitor: EmptySection | None = None
     optimizer_monitor: OptimizerMonitorSection | None = None
     gate_range_monitor: GateRangeMonitorSection = field(default_factory=GateRangeMonitorSection)
+    glue_sweep: GlueSweepSection | None = None  # GLUE sweeps at points during pretraining
 
 
 @dataclass

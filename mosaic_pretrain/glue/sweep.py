@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,11 @@ logger = logging.getLogger(__name__)
 RESOLVED_SWEEP = "sweep.yaml"
 PID_FILE = "job.pid"  # the running (or last) process of a job
 POLL_SECONDS = 0.2
+
+
+class SweepStopped(Exception):
+    """The caller asked the sweep to stop (its `should_stop` turned true); the running jobs were
+    stopped and nothing was reported. Rerunning the sweep runs the unfinished jobs."""
 
 
 @dataclass
@@ -216,17 +222,27 @@ def prepare_sweep(config: SweepConfig) -> tuple[Path, list[JobSpec], Placement]:
 
 
 class Scheduler:
-    """Runs job processes in slots; a job starts once the job it starts from has finished."""
+    """Runs job processes in slots; a job starts once the job it starts from has finished.
+    `should_stop`, polled between launches, stops the running jobs and raises SweepStopped."""
 
-    def __init__(self, folder: Path, placement: Placement, outcome: SweepOutcome):
+    def __init__(
+        self,
+        folder: Path,
+        placement: Placement,
+        outcome: SweepOutcome,
+        should_stop: Callable[[], bool] | None = None,
+    ):
         self.folder = folder
         self.placement = placement
         self.outcome = outcome
+        self.should_stop = should_stop
         self.running: dict[int, tuple[JobSpec, subprocess.Popen, float]] = {}
 
     def run(self, pending: list[JobSpec], finished: set[str]) -> None:
         try:
             while pending or self.running:
+                if self.should_stop is not None and self.should_stop():
+                    raise SweepStopped(f"sweep in {self.folder} stopped on request")
                 self._launch_ready(pending, finished)
                 self._collect(finished)
                 time.sleep(POLL_SECONDS)
@@ -311,7 +327,7 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_sweep(config: SweepConfig) -> SweepOutcome:
+def run_sweep(config: SweepConfig, should_stop: Callable[[], bool] | None = None) -> SweepOutcome:
     folder, jobs, placement = prepare_sweep(config)
     finished = finished_jobs(folder, jobs)
     outcome = SweepOutcome(folder, jobs, skipped=sorted(finished))
@@ -320,17 +336,22 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         logger.info("skipping %d finished jobs: %s", len(finished), ", ".join(sorted(finished)))
     slots = len(placement.gpus)
     logger.info("running %d jobs, %d at a time on %s", len(pending), slots, placement.device)
-    Scheduler(folder, placement, outcome).run(pending, finished)
+    Scheduler(folder, placement, outcome, should_stop).run(pending, finished)
     return outcome
 
 
-def glue(config: SweepConfig, report_only: bool = False) -> tuple[SweepOutcome, dict, str]:
-    """Run (or, with `report_only`, only report) a sweep: (outcome, report, printed table)."""
+def glue(
+    config: SweepConfig,
+    report_only: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[SweepOutcome, dict, str]:
+    """Run (or, with `report_only`, only report) a sweep: (outcome, report, printed table).
+    When `should_stop()` turns true, the jobs are stopped and SweepStopped is raised."""
     if report_only:
         folder, jobs, _ = prepare_sweep(config)
         outcome = SweepOutcome(folder, jobs, skipped=sorted(finished_jobs(folder, jobs)))
     else:
-        outcome = run_sweep(config)
+        outcome = run_sweep(config, should_stop)
     report = summarize(outcome.jobs, outcome.folder, config.score_policy, outcome.failed)
     report["run_name"] = config.run_name
     report["starting_point"] = config.starting_point

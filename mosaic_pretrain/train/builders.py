@@ -1,6 +1,7 @@
 """Builders: each turns one section of a validated recipe into the object Composer needs."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -175,6 +176,41 @@ def build_callbacks(section: CallbacksSection) -> list:
         )
     callbacks.append(GateRangeMonitor(section.gate_range_monitor.batch_log_interval))
     return callbacks
+
+
+def build_glue_sweeps(
+    config: PretrainConfig,
+    model: MLMComposerModel,
+    tokenizer: PreTrainedTokenizerBase,
+    should_stop: Callable[[], bool],
+):
+    """The GlueSweeps callback of `callbacks.glue_sweep` (None without one). Its sweeps run on
+    the GPUs set aside, else after training; `wait_for_sweeps` makes training wait for each."""
+    section = config.callbacks.glue_sweep
+    if section is None:
+        return None
+    # Imported here: the GLUE modules import the export code, which imports this module.
+    from composer.utils import dist
+
+    from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
+    from mosaic_pretrain.glue import point_queue
+    from mosaic_pretrain.glue.point_sweep import PointSweepSettings
+    from mosaic_pretrain.glue.points import POINTS_FOLDER
+    from mosaic_pretrain.train.export import save_hf_directory
+    from mosaic_pretrain.train.folders import run_folder
+
+    return GlueSweeps(
+        folder=run_folder(config) / POINTS_FOLDER,
+        save_weights=lambda out: save_hf_directory(model.model, tokenizer, out),
+        settings=PointSweepSettings.from_section(section, config.run_name),
+        mode=point_queue.sweep_mode(section.gpus, section.wait_for_sweeps),
+        interval=section.interval,
+        at_end=section.at_end,
+        devices=dist.get_world_size(),
+        price=section.gpu_hour_price,
+        keep_weights=section.keep_weights,
+        should_stop=should_stop,
+    )
 
 
 def build_loss_guard(section: LossGuardSection) -> LossGuard:

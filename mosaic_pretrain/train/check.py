@@ -6,7 +6,8 @@ fits the model; each loader's local data (index readable, shards present at thei
 pre-tokenized with this tokenizer; with `--verify-hashes` also every shard's contents against the
 index's hashes); the save folder is writable and holds no other run's checkpoints; the export
 folder is free; the checkpoint a run would continue (`autoresume` or `load_path`) is complete,
-readable by the safe loader, of this model and compatible with this recipe.
+readable by the safe loader, of this model and compatible with this recipe; the GLUE sweep of
+`callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside for it).
 """
 
 import os
@@ -66,7 +67,17 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     checkpoint = checkpoint_to_resume(config, run_folder(config))
     if checkpoint is not None:
         _check_checkpoint(config, checkpoint, tokenizer, problems)
+    _check_glue_sweep(config, problems)
     return problems.found
+
+
+def _check_glue_sweep(config: PretrainConfig, problems: Problems) -> None:
+    from mosaic_pretrain.glue.point_sweep import check_point_sweep
+    from mosaic_pretrain.glue.points import POINTS_FOLDER
+    from mosaic_pretrain.train.folders import run_folder
+
+    for problem in check_point_sweep(config, run_folder(config) / POINTS_FOLDER):
+        problems.add(problem)
 
 
 def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> None:

@@ -82,7 +82,12 @@ def stopped_message(config: PretrainConfig, stopper: "GracefulStop") -> str:
                 f"checkpoint {link.resolve().name} saved in {run_folder(config)}; rerun with "
                 "autoresume: true to continue"
             )
-    return f"stopped by {stopper.requested} after batch {stopper.stopped_after_batch}; {where}"
+    when = (
+        f"after batch {stopper.stopped_after_batch}"
+        if stopper.stopped_after_batch is not None
+        else "after training, during the GLUE sweeps"
+    )
+    return f"stopped by {stopper.requested} {when}; {where}"
 
 
 def signal_exit_code(signal_name: str) -> int:

@@ -46,15 +46,29 @@ def train(config: PretrainConfig) -> Trainer:
     logger.info("resolved recipe:\n%s", to_yaml(config))
     save_resolved_config(config)
     stopper = GracefulStop()
-    trainer, model, tokenizer = build_trainer(config, stopper)
+    built = build_trainer(config, stopper)
+    trainer = built.trainer
+    _fit(trainer, config)
+    if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
+        save_hf_directory(built.model.model.eval(), built.tokenizer, export_folder)
+    if built.glue_sweeps is not None:  # the final point, and the sweeps still to run or wait for
+        with stopper.listening():
+            stopped = stopper.requested is not None
+            built.glue_sweeps.finish(trainer.state, trainer.logger, stopped=stopped)
+    if stopper.requested is not None:
+        raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
+    return trainer
+
+
+def _fit(trainer: Trainer, config: PretrainConfig) -> None:
+    """`fit()`; a run resumed at its max_duration (which Composer refuses to fit) has nothing to
+    train, and goes on to what follows training (export, GLUE sweeps still to run)."""
+    if not trainer.state.timestamp < trainer.state.max_duration:
+        logger.info("already at max_duration=%s: nothing to train", config.max_duration)
+        return
     try:
         trainer.fit()
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
         raise CheckpointError(disk_full_message(config, error)) from None
-    if stopper.requested is not None:
-        raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
-    if export_folder is not None and dist.get_global_rank() == 0:
-        save_hf_directory(model.model.eval(), tokenizer, export_folder)
-    return trainer

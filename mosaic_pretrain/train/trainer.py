@@ -1,10 +1,13 @@
 """Composer's Trainer for a validated recipe: every builder's output wired together."""
 
 import logging
+from dataclasses import dataclass
 
 from composer import Trainer
 from composer.utils import dist
+from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.run_record import RunRecord
 from mosaic_pretrain.config import PretrainConfig
@@ -14,6 +17,7 @@ from mosaic_pretrain.train.builders import (
     build_composer_model,
     build_dataloader,
     build_evaluator,
+    build_glue_sweeps,
     build_loggers,
     build_loss_guard,
     build_optimizer,
@@ -28,8 +32,16 @@ from mosaic_pretrain.train.safe_load import composer_loads_checked
 logger = logging.getLogger(__name__)
 
 
-def build_trainer(config: PretrainConfig, stopper: GracefulStop):
-    """(Trainer, the unwrapped Composer model, tokenizer). Resuming loads the checkpoint here."""
+@dataclass
+class BuiltRun:
+    trainer: Trainer
+    model: MLMComposerModel  # unwrapped (the Trainer's may be wrapped for DDP)
+    tokenizer: PreTrainedTokenizerBase
+    glue_sweeps: GlueSweeps | None  # the GLUE-during-pretraining callback, when configured
+
+
+def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
+    """Everything a run needs, wired into Composer's Trainer. Resuming loads the checkpoint."""
     if config.algorithms.fused_layernorm is not None:
         logger.info(
             "algorithms.fused_layernorm (apex in MosaicBERT) is served by our low-precision "
@@ -40,6 +52,7 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop):
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
     train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)
+    glue_sweeps = build_glue_sweeps(config, model, tokenizer, lambda: stopper.requested is not None)
     with composer_loads_checked():  # Composer unpickles a resumed checkpoint as it builds
         trainer = Trainer(
             run_name=config.run_name,
@@ -69,7 +82,8 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop):
                 build_loss_guard(config.loss_guard),
                 stopper,
                 RunRecord(recipe_record(config)),
+                *([glue_sweeps] if glue_sweeps is not None else []),
             ],
             loggers=build_loggers(config.loggers, run_folder(config)),
         )
-    return trainer, model, tokenizer
+    return BuiltRun(trainer, model, tokenizer, glue_sweeps)

@@ -265,7 +265,9 @@ def test_background_sweeps_run_while_training_goes_on(corpus, sweep_file, tmp_pa
     monkeypatch.setattr(
         "mosaic_pretrain.callbacks.glue_sweeps.sweep_point", fake_sweep(2.0, sweep_times)
     )
-    monkeypatch.setattr("mosaic_pretrain.train.trainer.build_callbacks", lambda section: [batch_times])
+    monkeypatch.setattr(
+        "mosaic_pretrain.train.trainer.build_callbacks", lambda section: [batch_times]
+    )
     config = recipe(
         corpus,
         tmp_path,

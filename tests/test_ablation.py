@@ -47,6 +47,7 @@ def test_each_value_runs_at_equal_steps_and_a_rerun_trains_nothing(corpus, tmp_p
     assert gelu["seeds"] == [1, 2] and gelu["eval_loss"][4]["n"] == 2
     assert xgelu["parameters"] == gelu["parameters"] + 1  # one gate range, one block
     assert gelu["final_gate_range"] is None and xgelu["final_gate_range"]["mean"] != 0.0
+    assert 0.0 <= gelu["final_eval_accuracy"]["mean"] <= 1.0
     runs = {(run["value"], run["seed"]): run for run in report["runs"]}
     expected = (runs["gelu", 1]["eval_loss"][4] + runs["gelu", 2]["eval_loss"][4]) / 2
     assert gelu["eval_loss"][4]["mean"] == pytest.approx(expected)

@@ -19,6 +19,7 @@ from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.config import PretrainConfig
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
+EVAL_ACCURACY = "metrics/eval/MaskedAccuracy"
 TRAIN_LOSS = "loss/train/total"
 GATE_RANGE = "gate_range/mean"
 TRAIN_LOSS_WINDOW = 10  # batches averaged for the table's training loss
@@ -30,6 +31,7 @@ def _run_record(run: AblationRun) -> dict:
     series = read_metrics(metrics_path) if metrics_path.exists() else {}
     train_losses = [series[TRAIN_LOSS][step] for step in sorted(series.get(TRAIN_LOSS, {}))]
     gate_ranges = series.get(GATE_RANGE, {})
+    accuracy = series.get(EVAL_ACCURACY, {})
     return {
         "value": run.value,
         "seed": run.seed,
@@ -43,6 +45,7 @@ def _run_record(run: AblationRun) -> dict:
             statistics.fmean(train_losses[-TRAIN_LOSS_WINDOW:]) if train_losses else None
         ),
         "final_gate_range": gate_ranges[max(gate_ranges)] if gate_ranges else None,
+        "final_eval_accuracy": accuracy[max(accuracy)] if accuracy else None,
     }
 
 
@@ -69,7 +72,9 @@ def summarize(base: PretrainConfig, runs: list[AblationRun], recipe: Path) -> di
                 step: _mean_std([record["eval_loss"][step] for record in mine]) for step in steps
             }
             summary["parameters"] = mine[0]["parameters"]
-            for key in ("final_train_loss", "final_gate_range", "wall_seconds"):
+            for key in (
+                "final_eval_accuracy", "final_train_loss", "final_gate_range", "wall_seconds"
+            ):  # fmt: skip
                 present = [record[key] for record in mine if record[key] is not None]
                 summary[key] = _mean_std(present) if present else None
         values.append(summary)
@@ -94,6 +99,13 @@ def _cell(statistic: dict | None, digits: int = 4) -> str:
     return text + (f" ± {statistic['std']:.{digits}f}" if statistic["n"] > 1 else "")
 
 
+def _percent(statistic: dict | None) -> str:
+    if statistic is None:
+        return "-"
+    scaled = {**statistic, "mean": 100 * statistic["mean"], "std": 100 * statistic["std"]}
+    return _cell(scaled, 1) + "%"
+
+
 def render_markdown(report: dict) -> str:
     steps = report["steps"]
     last = steps[-1] if steps else None
@@ -103,6 +115,7 @@ def render_markdown(report: dict) -> str:
         report["key"].rsplit(".", 1)[-1],
         "parameters",
         *[f"eval loss @{step}ba" for step in steps],
+        "eval masked accuracy",
         f"train loss (last {TRAIN_LOSS_WINDOW} ba)",
         "gate range",
         "wall s",
@@ -132,6 +145,7 @@ def render_markdown(report: dict) -> str:
                     summary["value"],
                     f"{summary['parameters']:,}" if summary["parameters"] else "-",
                     *losses,
+                    _percent(summary["final_eval_accuracy"]),
                     _cell(summary["final_train_loss"]),
                     _cell(summary["final_gate_range"], 3),
                     _cell(summary["wall_seconds"], 0),

@@ -17,6 +17,7 @@ from mosaic_pretrain.ablation.runs import AblationRun, output_folder
 from mosaic_pretrain.bench.timing import device_description
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.train.folders import run_folder
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
 EVAL_ACCURACY = "metrics/eval/MaskedAccuracy"
@@ -27,7 +28,7 @@ TRAIN_LOSS_WINDOW = 10  # batches averaged for the table's training loss
 
 def _run_record(run: AblationRun) -> dict:
     outcome = run.outcome() or {"status": "not run"}
-    metrics_path = run.folder / "checkpoints" / METRICS_FILE
+    metrics_path = run_folder(run.config) / METRICS_FILE
     series = read_metrics(metrics_path) if metrics_path.exists() else {}
     train_losses = [series[TRAIN_LOSS][step] for step in sorted(series.get(TRAIN_LOSS, {}))]
     gate_ranges = series.get(GATE_RANGE, {})

@@ -19,6 +19,8 @@ from pathlib import Path
 from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.compare import flatten
 from mosaic_pretrain.errors import ConfigError, MosaicPretrainError
+from mosaic_pretrain.train.folders import expand_folder
+from mosaic_pretrain.train.resume import recipe_record
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class AblationRun:
 
 
 def output_folder(config: PretrainConfig) -> Path:
-    return Path(config.ablation.output_folder.replace("{run_name}", config.run_name))
+    return expand_folder(config.ablation.output_folder, config)
 
 
 def _slug(value: str) -> str:
@@ -54,8 +56,6 @@ def _slug(value: str) -> str:
 
 
 def _check_section(config: PretrainConfig) -> None:
-    from mosaic_pretrain.train.resume import recipe_record
-
     section = config.ablation
     problems = []
     keys = flatten(recipe_record(config))

@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 
 
-def _expand(template: str, config: PretrainConfig) -> Path:
+def expand_folder(template: str, config: PretrainConfig) -> Path:
     """A folder from the recipe, with its `{run_name}` filled in."""
     return Path(template.format(run_name=config.run_name))
 
 
 def run_folder(config: PretrainConfig) -> Path:
     """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
-    return _expand(config.save_folder or "runs/{run_name}", config)
+    return expand_folder(config.save_folder or "runs/{run_name}", config)
 
 
 def save_resolved_config(config: PretrainConfig) -> None:
@@ -38,7 +38,7 @@ def free_export_folder(config: PretrainConfig) -> Path | None:
     """Where to export at the end; refused now if taken, not after hours of training."""
     if config.export_folder is None:
         return None
-    folder = _expand(config.export_folder, config)
+    folder = expand_folder(config.export_folder, config)
     if folder.exists():
         raise ConfigError(
             f"export_folder {folder} already exists; remove it or set another export_folder"

@@ -55,15 +55,13 @@ def _escape(path: Path) -> str:
     return str(path.resolve()).replace("{", "{{").replace("}", "}}")
 
 
-def load_point_sweep(settings: PointSweepSettings, point: Point | None = None) -> SweepConfig:
-    """The sweep for `point` (without one: as loaded, for checks): its starting point, output
-    folder and run name are the point's; set-aside GPUs become its `parallel.gpus`."""
+def load_point_sweep(settings: PointSweepSettings, point: Point) -> SweepConfig:
+    """The sweep for `point`: its starting point, output folder and run name are the point's;
+    set-aside GPUs become its `parallel.gpus`."""
     config = load_sweep(settings.sweep, [*settings.overrides, *PLACEHOLDERS])
     if settings.gpus:
         parallel = replace(config.parallel, device=DeviceChoice.gpu, gpus=list(settings.gpus))
         config = replace(config, parallel=parallel)
-    if point is None:
-        return config
     return replace(
         config,
         run_name=f"{settings.run_name}-{point.name}",
@@ -96,7 +94,7 @@ def check_point_sweep(config: PretrainConfig, points_folder: Path) -> list[str]:
     problems.attempt(
         check_gpus, section.gpus, torch.cuda.device_count(), dist.get_local_world_size()
     )
-    problems.attempt(check_data, load_point_sweep(settings))
+    problems.attempt(check_data, loaded)  # the tasks' data: the same whatever GPUs run them
     if read_points(points_folder) and not config.autoresume:
         problems.add(
             f"{points_folder} holds GLUE points of an earlier run; set autoresume: true to "

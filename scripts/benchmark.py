@@ -24,6 +24,11 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=list(plan.backends))
     parser.add_argument("--no-compile", action="store_true", help="eager models only")
     parser.add_argument("--compile-backend", default=plan.compile_backend)
+    parser.add_argument(
+        "--compare-inline-layout",
+        action="store_true",
+        help="also time MosaicBERT finding its tokens inside the step (host-device syncs)",
+    )
     parser.add_argument("--no-largest-microbatch", action="store_true")
     parser.add_argument(
         "--largest-microbatch-limit", type=int, default=plan.largest_microbatch_limit
@@ -46,6 +51,7 @@ def main() -> None:
             backends=tuple(args.backends),
             compiled=(False,) if args.no_compile else (False, True),
             compile_backend=args.compile_backend,
+            compare_inline_layout=args.compare_inline_layout,
             find_largest_microbatch=not args.no_largest_microbatch,
             largest_microbatch_limit=args.largest_microbatch_limit,
             end_to_end_batches=args.end_to_end_batches,

@@ -22,7 +22,9 @@ HEADS, HEAD_DIM = 4, 8
 def varlen_batch(document_lengths: list[int]) -> VarlenBatch:
     lengths = torch.tensor(document_lengths)
     cu_seqlens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-    return VarlenBatch(cu_seqlens, max(document_lengths), alibi_slopes(HEADS))
+    return VarlenBatch(
+        cu_seqlens, max(document_lengths), alibi_slopes(HEADS), sum(document_lengths)
+    )
 
 
 def naive_attention(query, key, value, document_lengths):

@@ -57,6 +57,7 @@ def test_training_step_benchmark_runs_every_configuration_and_the_trainer_path(t
         backends=("sdpa", "flash_attn"),
         compiled=(False, True),
         compile_backend="eager",  # the compile path without minutes of inductor on a CPU
+        compare_inline_layout=True,
         end_to_end_batches=4,
         end_to_end_workers=0,
         data_folder=str(tmp_path / "data"),
@@ -67,14 +68,23 @@ def test_training_step_benchmark_runs_every_configuration_and_the_trainer_path(t
     json_path, markdown_path = write_results(record, tmp_path / "results" / "training_step")
     saved = json.loads(json_path.read_text())
     assert {"device", "torch", "date", "results"} <= saved.keys()
-    rows = {(r["model"], r["backend"], r["compiled"]): r for r in saved["results"]}
-    assert set(rows) == {
-        ("mosaic_bert", "sdpa", False),
-        ("mosaic_bert", "sdpa", True),
-        ("mosaic_bert", "flash_attn", False),
-        ("mosaic_bert", "flash_attn", True),
-        ("hf_bert", "sdpa", False),
-        ("hf_bert", "sdpa", True),
+    layouts = {(r["model"], r["backend"], r["compiled"], r["layout"]) for r in saved["results"]}
+    assert layouts == {
+        (model, backend, compiled, layout)
+        for model, backends, layouts in (
+            ("mosaic_bert", ("sdpa", "flash_attn"), ("host", "inline")),
+            ("hf_bert", ("sdpa",), ("n/a",)),
+        )
+        for backend in backends
+        for compiled in (False, True)
+        for layout in layouts
+    }
+    inline = [r for r in saved["results"] if r["layout"] == "inline" and r["status"] == "ok"]
+    assert len(inline) == 2 and all(r["tokens_per_s"] > 0 for r in inline)
+    rows = {
+        (r["model"], r["backend"], r["compiled"]): r
+        for r in saved["results"]
+        if r["layout"] != "inline"
     }
     required = {
         "model",
@@ -101,7 +111,8 @@ def test_training_step_benchmark_runs_every_configuration_and_the_trainer_path(t
         == (rows[("hf_bert", "sdpa", False)]["real_tokens_per_step"])
     )
     assert saved["end_to_end"]["tokens_per_s"] > 0 and saved["end_to_end"]["ratio_to_bare_step"] > 0
-    assert "| hf_bert | sdpa | True |" in markdown_path.read_text()
+    assert "| hf_bert | sdpa | True | n/a |" in markdown_path.read_text()
+    assert "| mosaic_bert | sdpa | False | inline |" in markdown_path.read_text()
 
 
 def test_mfu_counts_the_work_a_step_must_do():

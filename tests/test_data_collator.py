@@ -63,14 +63,16 @@ def test_packing_keeps_documents_apart_and_within_max_seq_len(bert_tokenizer):
     mask = batch["attention_mask"]
     assert mask.shape[1] == 128 and mask.shape[0] < len(samples)
     assert (mask != 0).sum() == sum(len(s.input_ids) for s in samples)  # every token, once
-    found = []
+    found = []  # documents in row order, and in order within each row
     for row_ids, row_mask in zip(batch["input_ids"], mask, strict=True):
         for document in row_mask.unique():
             if document == 0:
                 continue
             found.append(row_ids[row_mask == document].tolist())
     assert sorted(found) == sorted(s.input_ids.tolist() for s in samples)
+    # sample_index lists the documents in that same order, so a run of rows owns a run of it.
     assert sorted(batch["sample_index"].tolist()) == list(range(100))
+    assert found == [samples[i].input_ids.tolist() for i in batch["sample_index"]]
 
 
 def test_pack_rows_first_fit_decreasing():

@@ -42,6 +42,7 @@ from mosaic_pretrain.data.sources import SourceOptions
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS, load_tokenizer, model_config_for
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
 from mosaic_pretrain.model.attention import backend_unavailable_reason
+from mosaic_pretrain.model.padding import BatchLayout
 from mosaic_pretrain.train.flops import training_flops
 
 MODELS = ("mosaic_bert", "hf_bert")
@@ -67,6 +68,9 @@ class StepResult:
     step_ms_min: float | None = None
     real_tokens_per_step: float | None = None
     status: str = "ok"
+    # MosaicBERT's BatchLayout: "host" = worked out before the step, as the Trainer does (no
+    # host-device sync in the step); "inline" = found by the model inside the step.
+    layout: str = "n/a"
 
 
 def write_benchmark_corpus(folder: Path, rows: str, max_documents: int | None = None) -> Path:
@@ -176,6 +180,20 @@ def build_model(name: str, backend: str, preset: str, overrides: dict) -> torch.
     return MosaicBertForMaskedLM(config)
 
 
+def with_host_layouts(batches: list[dict], device: torch.device) -> list[dict]:
+    """Each batch with its BatchLayout worked out on the host and copied to `device`, as the
+    Trainer does for every microbatch (train/microbatches.py)."""
+    return [
+        {
+            **batch,
+            "layout": BatchLayout.of(batch["attention_mask"].cpu(), batch["labels"].cpu()).to(
+                device
+            ),
+        }
+        for batch in batches
+    ]
+
+
 def _training_step(model, optimizer, batches: list[dict], device: torch.device):
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -202,12 +220,16 @@ def measure(
     preset: str = "base",
     overrides: dict | None = None,
     compile_backend: str = "inductor",
+    layout: str = "host",
 ) -> StepResult:
     """One configuration on `batches` (already on `device`)."""
     from composer.optim import DecoupledAdamW
 
     microbatch = len(batches[0]["input_ids"])
-    shape = dict(model=name, backend=backend, compiled=compiled, microbatch=microbatch)
+    layout = layout if name == "mosaic_bert" else "n/a"
+    shape = dict(
+        model=name, backend=backend, compiled=compiled, microbatch=microbatch, layout=layout
+    )
     reason = backend_unavailable_reason(backend) if name == "mosaic_bert" else None
     if reason is not None:
         return StepResult(**shape, **_empty(), status=f"skipped: {reason}")
@@ -216,6 +238,8 @@ def measure(
     flops = [training_flops(model.config, batch) for batch in batches]
     tokens = [int(batch["attention_mask"].ne(0).sum()) for batch in batches]
     runnable = torch.compile(model, backend=compile_backend) if compiled else model
+    if layout == "host":
+        batches = with_host_layouts(batches, device)
     optimizer = DecoupledAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -364,6 +388,7 @@ class BenchmarkPlan:
     backends: tuple[str, ...] = ("sdpa", "flex", "flash_attn")
     compiled: tuple[bool, ...] = (False, True)
     compile_backend: str = "inductor"
+    compare_inline_layout: bool = False  # also MosaicBERT finding its tokens inside the step
     find_largest_microbatch: bool = True
     largest_microbatch_limit: int = 4096
     end_to_end_batches: int = 60  # 0: skip the Trainer run
@@ -386,17 +411,19 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
     options = dict(
         preset=plan.preset, overrides=plan.model_overrides, compile_backend=plan.compile_backend
     )
+    layouts = ("host", "inline") if plan.compare_inline_layout else ("host",)
     configurations = [
-        (model, backend, compiled)
+        (model, backend, compiled, layout)
         for model in plan.models
         for backend in (plan.backends if model == "mosaic_bert" else ("sdpa",))
         for compiled in plan.compiled
+        for layout in (layouts if model == "mosaic_bert" else ("n/a",))
     ]
     results = []
     largest = {}
-    for model, backend, compiled in configurations:
+    for model, backend, compiled, layout in configurations:
         sizes = [plan.microbatch]
-        if plan.find_largest_microbatch and device.type == "cuda":
+        if plan.find_largest_microbatch and device.type == "cuda" and layout != "inline":
             fits = largest_microbatch(
                 model,
                 backend,
@@ -425,6 +452,7 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
                     plan.steps,
                     plan.warmup,
                     peaks,
+                    layout=layout,
                     **options,
                 )
             )
@@ -465,6 +493,7 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
             if r.model == "mosaic_bert"
             and r.backend == backend
             and not r.compiled
+            and r.layout == "host"
             and r.microbatch == plan.microbatch
             and r.tokens_per_s
         ]
@@ -477,7 +506,11 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
 
 
 def _fastest_backend(results: list[StepResult]) -> str:
-    eager = [r for r in results if r.model == "mosaic_bert" and not r.compiled and r.tokens_per_s]
+    eager = [
+        r
+        for r in results
+        if r.model == "mosaic_bert" and not r.compiled and r.layout == "host" and r.tokens_per_s
+    ]
     return max(eager, key=lambda r: r.tokens_per_s).backend if eager else "sdpa"
 
 
@@ -503,13 +536,14 @@ def results_markdown(record: dict) -> str:
         f"Peaks: bf16 spec {_number(spec_peak and spec_peak / 1e12, '.1f') or 'n/a'} TFLOP/s, "
         f"measured matmul ceiling {record['matmul_ceiling_flops'] / 1e12:.1f} TFLOP/s.",
         "",
-        "| model | backend | compiled | microbatch | step ms (median) | real tokens/s | MFU (spec) "
-        "| MFU (matmul ceiling) | peak GiB | status |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | backend | compiled | layout | microbatch | step ms (median) | real tokens/s "
+        "| MFU (spec) | MFU (matmul ceiling) | peak GiB | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in record["results"]:
         lines.append(
-            f"| {row['model']} | {row['backend']} | {row['compiled']} | {row['microbatch']} | "
+            f"| {row['model']} | {row['backend']} | {row['compiled']} | {row['layout']} | "
+            f"{row['microbatch']} | "
             f"{_number(row['step_ms'], '.1f')} | {_number(row['tokens_per_s'], ',.0f')} | "
             f"{_percent(row['mfu'])} | {_percent(row['mfu_vs_matmul_ceiling'])} | "
             f"{_number(row['peak_mem_gib'], '.2f')} | {row['status']} |"

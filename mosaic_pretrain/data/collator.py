@@ -80,20 +80,23 @@ class MLMCollator:
         self.replacement_ids = np.setdiff1d(np.arange(len(tokenizer)), self.special_ids)
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = self._layout(samples)
+        input_ids, attention_mask, rows = self._layout(samples)
         rng = np.random.default_rng([self.seed, *(sample.index for sample in samples)])
         input_ids, labels = self.mask(input_ids, attention_mask != 0, rng)
+        in_row_order = [samples[sample].index for row in rows for sample in row]
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask),
             "token_type_ids": torch.zeros(input_ids.shape, dtype=torch.long),
             "labels": torch.from_numpy(labels),
-            # One entry per document (rows may pack several): what resuming counts.
-            "sample_index": torch.tensor([sample.index for sample in samples], dtype=torch.long),
+            # One entry per document (rows may pack several), in row order, so that a run of
+            # rows owns a run of entries: what resuming and microbatch weights count.
+            "sample_index": torch.tensor(in_row_order, dtype=torch.long),
         }
 
-    def _layout(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and attention mask padded to (rows, max_seq_len); rows = samples unless packing."""
+    def _layout(self, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+        """Ids and attention mask padded to (rows, max_seq_len), and the sample numbers in each
+        row; rows = samples unless packing."""
         if not samples:
             raise ValueError("cannot collate an empty batch")
         lengths = [len(sample.input_ids) for sample in samples]
@@ -112,7 +115,7 @@ class MLMCollator:
                 input_ids[row_number, start:end] = samples[sample].input_ids
                 attention_mask[row_number, start:end] = document_number
                 start = end
-        return input_ids, attention_mask
+        return input_ids, attention_mask, rows
 
     def mask(
         self, input_ids: np.ndarray, is_real: np.ndarray, rng: np.random.Generator

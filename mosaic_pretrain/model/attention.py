@@ -45,15 +45,12 @@ class VarlenBatch:
     cu_seqlens: torch.Tensor  # (documents + 1,) int32
     max_seqlen: int
     alibi_slopes: torch.Tensor  # (heads,) float32
+    total_tokens: int  # cu_seqlens[-1], known on the host: reading it off the tensor would sync
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_documents(self) -> int:
         return self.cu_seqlens.numel() - 1
-
-    @property
-    def total_tokens(self) -> int:
-        return int(self.cu_seqlens[-1])
 
     def cached(self, key: object, build: Callable[[], object]) -> object:
         if key not in self._cache:
@@ -151,6 +148,33 @@ def _compiled_flex_attention() -> Callable:
     return torch.compile(flex_attention)
 
 
+@torch.compiler.disable
+def _document_block_mask(document_ids: torch.Tensor, total: int, compile_mask: bool):
+    """A block mask letting tokens attend within their own document only.
+
+    Never traced by torch.compile (one graph break per forward, before the layers): building a
+    block mask from a closure cannot be traced, and this way it is built once, not per layer.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_document(b, h, q_idx, kv_idx):
+        return document_ids[q_idx] == document_ids[kv_idx]
+
+    return create_block_mask(
+        same_document, None, None, total, total, device=document_ids.device, _compile=compile_mask
+    )
+
+
+def flex_block_mask(batch: VarlenBatch):
+    """The batch's document block mask, built on first use and shared by every layer."""
+    document_ids, _ = batch.document_layout()
+    on_cuda = document_ids.device.type == "cuda"
+    return batch.cached(
+        "flex_block_mask",
+        lambda: _document_block_mask(document_ids, batch.total_tokens, compile_mask=on_cuda),
+    )
+
+
 def flex_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -164,7 +188,6 @@ def flex_attention(
     document is exactly the ALiBi distance; the block mask lets the kernel skip every block pair
     that lies in two different documents.
     """
-    from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as eager_flex
 
     if dropout_p > 0:
@@ -172,25 +195,13 @@ def flex_attention(
             "attention_backend='flex' has no attention dropout: set "
             "attention_probs_dropout_prob=0.0 or choose attention_backend='sdpa'"
         )
-    document_ids, _ = batch.document_layout()
-    total = batch.total_tokens
-    on_cuda = query.device.type == "cuda"
-
-    def same_document(b, h, q_idx, kv_idx):
-        return document_ids[q_idx] == document_ids[kv_idx]
-
-    block_mask = batch.cached(
-        "flex_block_mask",
-        lambda: create_block_mask(
-            same_document, None, None, total, total, device=query.device, _compile=on_cuda
-        ),
-    )
+    block_mask = flex_block_mask(batch)
     slopes = batch.alibi_slopes.float()
 
     def alibi(score, b, h, q_idx, kv_idx):
         return score - slopes[h] * (q_idx - kv_idx).abs()
 
-    attend = _compiled_flex_attention() if on_cuda else eager_flex
+    attend = _compiled_flex_attention() if query.device.type == "cuda" else eager_flex
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, T, dim)
     out = attend(q, k, v, score_mod=alibi, block_mask=block_mask)
     return out.squeeze(0).transpose(0, 1)
@@ -236,6 +247,8 @@ ATTENTION_BACKENDS: dict[str, AttentionFn] = {
     "flex": flex_attention,
     "flash_attn": flash_attention,
 }
+# Per-batch work a backend does once, before the first layer, rather than inside a layer.
+ATTENTION_PREPARATION: dict[str, Callable[[VarlenBatch], object]] = {"flex": flex_block_mask}
 AUTO = "auto"
 ATTENTION_BACKEND_CHOICES: tuple[str, ...] = (*ATTENTION_BACKENDS, AUTO)
 

@@ -26,17 +26,24 @@ from mosaic_pretrain.model.activations import FFN_ACTIVATIONS, Activation
 from mosaic_pretrain.model.alibi import alibi_slopes
 from mosaic_pretrain.model.attention import (
     ATTENTION_BACKENDS,
+    ATTENTION_PREPARATION,
+    AUTO,
     VarlenBatch,
     check_backend_name,
     resolve_backend,
 )
 from mosaic_pretrain.model.configuration import MosaicBertConfig
-from mosaic_pretrain.model.padding import gather_tokens, scatter_tokens, unpad_input
+from mosaic_pretrain.model.mlm_loss import masked_lm_loss
+from mosaic_pretrain.model.padding import (
+    IGNORE_INDEX,
+    BatchLayout,
+    gather_tokens,
+    scatter_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
-# Labels equal to this are not predicted, as in transformers and torch's cross_entropy.
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "masked_lm_loss"]  # imported from here by the training code
 
 
 class LowPrecisionLayerNorm(nn.LayerNorm):
@@ -169,18 +176,22 @@ class MosaicBertEncoder(nn.Module):
         return self._slopes_by_device[device]
 
     def _backend_for(self, hidden: torch.Tensor) -> str:
-        device = hidden.device
-        autocast = torch.is_autocast_enabled(device.type)
-        dtype = torch.get_autocast_dtype(device.type) if autocast else hidden.dtype
-        backend = resolve_backend(self.attention_backend, device, dtype, self.attention_dropout)
-        if backend != self.last_backend:
+        backend = self.attention_backend
+        if backend == AUTO:
+            device = hidden.device
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else hidden.dtype
+            backend = resolve_backend(backend, device, dtype, self.attention_dropout)
+        # Under torch.compile the log line is skipped (logging would break the graph);
+        # `attention_backend_in_use` still tells which backend ran.
+        if backend != self.last_backend and not torch.compiler.is_compiling():
             logger.info(
                 "MosaicBERT attention: %s backend on %s (attention_backend=%r)",
                 backend,
-                device.type,
+                hidden.device.type,
                 self.attention_backend,
             )
-            self.last_backend = backend
+        self.last_backend = backend
         return backend
 
     def forward(
@@ -191,8 +202,10 @@ class MosaicBertEncoder(nn.Module):
         keep_all_layers: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(T, H) -> (T, H), and each layer's input and the final output when asked."""
-        batch = VarlenBatch(cu_seqlens, max_seqlen, self._slopes(hidden.device))
+        batch = VarlenBatch(cu_seqlens, max_seqlen, self._slopes(hidden.device), hidden.shape[0])
         backend = self._backend_for(hidden)
+        if backend in ATTENTION_PREPARATION:
+            ATTENTION_PREPARATION[backend](batch)
         all_layers = [hidden] if keep_all_layers else []
         for layer in self.layer:
             hidden = layer(hidden, batch, backend)
@@ -327,17 +340,26 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        layout: BatchLayout | None = None,
     ) -> UnpaddedEncoding:
-        """Run embeddings and encoder on the real tokens only; heads pick what they need."""
+        """Run embeddings and encoder on the real tokens only; heads pick what they need.
+
+        `layout` is `BatchLayout.of(attention_mask)` worked out ahead (on the host), which
+        spares the step its host-device syncs; without it, it is worked out here.
+        """
         attention_mask = _check_inputs(input_ids, attention_mask)
         batch_size, seqlen = input_ids.shape
-        indices, cu_seqlens, max_seqlen = unpad_input(attention_mask)
+        if layout is None:
+            layout = BatchLayout.of(attention_mask)
+        indices = layout.indices
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         hidden = self.embeddings(
             gather_tokens(input_ids, indices), gather_tokens(token_type_ids, indices)
         )  # (T, H)
-        hidden, all_layers = self.encoder(hidden, cu_seqlens, max_seqlen, output_hidden_states)
+        hidden, all_layers = self.encoder(
+            hidden, layout.cu_seqlens, layout.max_seqlen, output_hidden_states
+        )
         return UnpaddedEncoding(hidden, indices, batch_size, seqlen, all_layers)
 
     def forward(
@@ -348,11 +370,12 @@ class MosaicBertModel(MosaicBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        layout: BatchLayout | None = None,
         **unused,
     ) -> BaseModelOutputWithPooling | tuple:
         _refuse_unsupported(output_attentions, unused)
         encoding = self.encode(
-            input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
+            input_ids, attention_mask, token_type_ids, bool(output_hidden_states), layout
         )
         sequence_output = encoding.repad(encoding.hidden)  # (B, S, H)
         pooled_output = None
@@ -422,18 +445,22 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        layout: BatchLayout | None = None,
         **unused,
     ) -> MosaicBertMaskedLMOutput | tuple:
+        """`layout`: `BatchLayout.of(attention_mask, labels)` worked out ahead, on the host."""
         _refuse_unsupported(output_attentions, unused)
+        if layout is None or (labels is not None and layout.masked is None):
+            layout = BatchLayout.of(_check_inputs(input_ids, attention_mask), labels)
         encoding = self.bert.encode(
-            input_ids, attention_mask, token_type_ids, bool(output_hidden_states)
+            input_ids, attention_mask, token_type_ids, bool(output_hidden_states), layout
         )
         loss = masked_token_indices = None
         if labels is None:
             logits = encoding.repad(self.head(encoding.hidden))  # (B, S, V)
         else:
             token_labels = gather_tokens(labels, encoding.indices)  # (T,)
-            masked = torch.nonzero(token_labels != IGNORE_INDEX, as_tuple=True)[0]  # (M,)
+            masked = layout.masked  # (M,) positions among the T real tokens
             logits = self.head(encoding.hidden.index_select(0, masked))  # (M, V)
             loss = masked_lm_loss(logits, token_labels.index_select(0, masked))
             masked_token_indices = encoding.indices.index_select(0, masked)
@@ -447,12 +474,6 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             masked_token_indices=masked_token_indices,
         )
         return self._as_requested(output, return_dict)
-
-
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over masked tokens, in float32; 0 (not NaN) for a batch with none."""
-    summed = F.cross_entropy(logits.float(), labels, reduction="sum")
-    return summed / max(labels.numel(), 1)
 
 
 class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):

@@ -10,10 +10,20 @@ so `[1, 1, 1, 2, 2, 0]` holds two documents and one padding token, and padding i
 (`[1, 1, 0, 1]`) ends it. A plain 0/1 mask is one document per row. Documents never attend to
 each other, and ALiBi distances are counted within a document, so left padding and right
 padding give the same result.
+
+On a GPU, finding the real tokens needs `nonzero` and the longest document's length on the host:
+each a host-device sync, and under `torch.compile` a graph break. `BatchLayout` does that work
+once per batch, on the host before the batch is copied to the device (the training loop does so
+for every microbatch), so the model's step runs without a sync.
 """
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+# Labels equal to this are not predicted, as in transformers and torch's cross_entropy.
+IGNORE_INDEX = -100
 
 
 def unpad_input(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -87,3 +97,39 @@ def from_document_batch(
 ) -> torch.Tensor:
     """`(documents, max_seqlen, ...)` -> `(total, ...)`: the inverse of `to_document_batch`."""
     return padded[document_ids, positions]
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Where a padded batch's real tokens and predicted tokens are, worked out once per batch.
+
+    `indices`, `cu_seqlens` and `max_seqlen` are `unpad_input`'s; `masked` (M,) int64 numbers
+    the real tokens whose label is predicted (label != -100), as positions among the T real
+    tokens in row-major order, or is None when the batch has no labels.
+    """
+
+    indices: torch.Tensor  # (T,) int64
+    cu_seqlens: torch.Tensor  # (documents + 1,) int32
+    max_seqlen: int
+    masked: torch.Tensor | None = None  # (M,) int64
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor, labels: torch.Tensor | None = None) -> "BatchLayout":
+        indices, cu_seqlens, max_seqlen = unpad_input(attention_mask)
+        masked = None
+        if labels is not None:
+            token_labels = gather_tokens(labels, indices)
+            masked = torch.nonzero(token_labels != IGNORE_INDEX, as_tuple=True)[0]
+        return cls(indices, cu_seqlens, max_seqlen, masked)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.indices.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "BatchLayout":
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=non_blocking)
+
+        return BatchLayout(
+            move(self.indices), move(self.cu_seqlens), self.max_seqlen, move(self.masked)
+        )

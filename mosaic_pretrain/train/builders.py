@@ -33,6 +33,7 @@ from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
+from mosaic_pretrain.train.microbatches import split_into_microbatches
 
 # Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
 BERT_SIZES = {
@@ -108,6 +109,7 @@ def build_dataloader(
     )
     return DataSpec(
         dataloader,
+        split_batch=split_into_microbatches,
         get_num_samples_in_batch=lambda batch: len(batch["sample_index"]),
         get_num_tokens_in_batch=lambda batch: int((batch["attention_mask"] != 0).sum()),
     )

@@ -1,13 +1,40 @@
 """The Composer wrapper around an MLM model (MosaicBERT or the Hugging Face BERT baseline)."""
 
 import torch
-from composer.metrics.nlp import LanguageCrossEntropy, MaskedAccuracy
+from composer.metrics.nlp import LanguageCrossEntropy
 from composer.models import ComposerModel
+from torchmetrics import Metric
 
+from mosaic_pretrain.model import MosaicBertForMaskedLM
 from mosaic_pretrain.model.modeling import IGNORE_INDEX
 from mosaic_pretrain.train.flops import training_flops
+from mosaic_pretrain.train.microbatches import LAYOUT
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+class MaskedAccuracy(Metric):
+    """Accuracy over tokens whose label is not -100, counted without host-device syncs.
+
+    Composer's metric of the same name selects the labelled tokens by boolean indexing, two
+    syncs per update; training updates it every microbatch. Here they are counted with masks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        counted = labels != self.ignore_index
+        self.correct += ((logits.argmax(dim=-1) == labels) & counted).sum()
+        self.total += counted.sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total
 
 
 class MLMComposerModel(ComposerModel):
@@ -18,10 +45,11 @@ class MLMComposerModel(ComposerModel):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self.train_metrics = {"MaskedAccuracy": MaskedAccuracy(ignore_index=IGNORE_INDEX)}
+        self.takes_layout = isinstance(model, MosaicBertForMaskedLM)
+        self.train_metrics = {"MaskedAccuracy": MaskedAccuracy()}
         self.eval_metrics = {
             "LanguageCrossEntropy": LanguageCrossEntropy(ignore_index=IGNORE_INDEX),
-            "MaskedAccuracy": MaskedAccuracy(ignore_index=IGNORE_INDEX),
+            "MaskedAccuracy": MaskedAccuracy(),
         }
 
     def flops_per_batch(self, batch: dict) -> int:
@@ -29,7 +57,13 @@ class MLMComposerModel(ComposerModel):
         return training_flops(self.model.config, batch)
 
     def forward(self, batch: dict):
-        return self.model(**{name: batch[name] for name in MODEL_INPUTS if name in batch})
+        inputs = {name: batch[name] for name in MODEL_INPUTS if name in batch}
+        if self.takes_layout and LAYOUT in batch:
+            # Worked out on the host when the batch was split (train/microbatches.py); the copy
+            # is queued behind the step's work instead of waiting for it.
+            device = batch["input_ids"].device
+            inputs["layout"] = batch[LAYOUT].to(device, non_blocking=True)
+        return self.model(**inputs)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
         return outputs.loss
@@ -43,9 +77,8 @@ class MLMComposerModel(ComposerModel):
     def update_metric(self, batch: dict, outputs, metric) -> None:
         logits = outputs.logits
         labels = batch["labels"]
-        if logits.dim() == 3:  # dense (B, S, V): keep the masked positions
-            masked = labels != IGNORE_INDEX
-            logits, labels = logits[masked], labels[masked]
-        else:  # sparse (M, V), already in row-major order of the masked positions
-            labels = labels[labels != IGNORE_INDEX]
+        if logits.dim() == 3:  # dense (B, S, V): every position, -100 where not masked
+            logits, labels = logits.flatten(0, 1), labels.flatten()
+        else:  # sparse (M, V): the masked positions, in row-major order
+            labels = labels.flatten().index_select(0, outputs.masked_token_indices)
         metric.update(logits, labels)

@@ -1,0 +1,55 @@
+"""Splitting a host batch into microbatches, each with its `BatchLayout` worked out on the host.
+
+Composer 0.32 splits the batch the loader gives (still in host memory) and then moves each
+microbatch to the device. Splitting here lets two things happen in that window:
+
+- each microbatch's `BatchLayout` (where its real and masked tokens are) is computed on the host,
+  so the model's step on the GPU has no `nonzero` and no read of a length: no host-device sync,
+  and no graph break under torch.compile;
+- with packed rows, each microbatch gets the samples packed into its own rows. Composer's own
+  split cuts `sample_index` (one entry per document) at row counts, which with packing gives
+  microbatches the wrong sample counts, and so the wrong weights in gradient accumulation.
+"""
+
+import torch
+
+from mosaic_pretrain.model.padding import BatchLayout
+
+LAYOUT = "layout"  # the batch key of a microbatch's BatchLayout (host tensors)
+SAMPLES = "sample_index"  # one entry per document, in row order (see MLMCollator)
+
+
+def with_layout(batch: dict) -> dict:
+    """`batch` plus its BatchLayout, from its (host) attention mask and labels."""
+    layout = BatchLayout.of(batch["attention_mask"], batch.get("labels"))
+    return {**batch, LAYOUT: layout}
+
+
+def split_into_microbatches(batch: dict, microbatch_size: int) -> list[dict]:
+    """Rows in runs of `microbatch_size`, each run with its samples and its layout."""
+    rows = len(batch["input_ids"])
+    documents_per_row = batch["attention_mask"].amax(dim=1).clamp_min(1)
+    if SAMPLES in batch and int(documents_per_row.sum()) != len(batch[SAMPLES]):
+        raise ValueError(
+            f"the batch holds {int(documents_per_row.sum())} documents in its attention mask but "
+            f"{len(batch[SAMPLES])} sample indices; batches must come from MLMCollator"
+        )
+    row_starts = list(range(0, rows, microbatch_size))
+    sample_starts = torch.cat(
+        [documents_per_row.new_zeros(1), documents_per_row.cumsum(0)]
+    ).tolist()
+    microbatches = []
+    for start in row_starts:
+        stop = min(start + microbatch_size, rows)
+        microbatch = {}
+        for key, value in batch.items():
+            if key == LAYOUT:
+                continue  # a layout of the whole batch: each microbatch gets its own below
+            if key == SAMPLES:
+                microbatch[key] = value[sample_starts[start] : sample_starts[stop]]
+            elif isinstance(value, torch.Tensor):
+                microbatch[key] = value[start:stop]
+            else:
+                raise ValueError(f"batch key {key!r} holds a {type(value).__name__}, not a tensor")
+        microbatches.append(with_layout(microbatch))
+    return microbatches

@@ -1,0 +1,149 @@
+"""A training step with its BatchLayout worked out ahead: same numbers, no host-device syncs, and
+one graph under torch.compile.
+
+On the CPU a sync cannot be observed directly, so the ops that cause one on a GPU are: reading a
+tensor's value on the host (`aten._local_scalar_dense`, behind `.item()`, `int()`, `bool()`) and
+the ops whose output shape depends on tensor values (`nonzero`, boolean-mask indexing,
+`masked_select`, `repeat_interleave` without `output_size`). A dispatch mode records every op the
+step runs; none of those may appear. On a GPU, CUDA's own sync detector checks the same.
+"""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mosaic_pretrain.model import MosaicBertForMaskedLM
+from mosaic_pretrain.model.padding import BatchLayout, unpad_input
+from mosaic_pretrain.train.composer_model import MLMComposerModel
+from mosaic_pretrain.train.microbatches import LAYOUT, with_layout
+from tests.conftest import CPU_BACKENDS, make_ids
+
+SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2"}
+
+
+class OpRecorder(TorchDispatchMode):
+    """Names the ops run under it that would make a GPU step wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncing: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in SYNCING_OPS:
+            self.syncing.append(name)
+        elif name == "repeat_interleave" and kwargs.get("output_size") is None:
+            self.syncing.append("repeat_interleave without output_size")
+        elif name in ("index", "index_put", "index_put_") and any(
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool
+            for index in (args[1] if len(args) > 1 else [])
+        ):
+            self.syncing.append(f"{name} with a boolean mask")
+        return func(*args, **kwargs)
+
+
+def packed_mlm_batch(seed: int = 0) -> dict:
+    """Rows holding one or two documents, right padding, 30% of real tokens masked."""
+    ids, mask = make_ids([16, 9, 12, 5], 16, seed=seed)
+    mask[0, 10:] = 2  # the first row packs two documents
+    generator = torch.Generator().manual_seed(seed)
+    chosen = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": labels,
+        "sample_index": torch.arange(5),
+    }
+
+
+def test_layout_is_unpad_input_plus_the_masked_tokens():
+    batch = packed_mlm_batch()
+    layout = BatchLayout.of(batch["attention_mask"], batch["labels"])
+    indices, cu_seqlens, max_seqlen = unpad_input(batch["attention_mask"])
+    assert torch.equal(layout.indices, indices) and torch.equal(layout.cu_seqlens, cu_seqlens)
+    assert layout.max_seqlen == max_seqlen and layout.total_tokens == len(indices)
+    token_labels = batch["labels"].flatten()[indices]
+    assert torch.equal(layout.masked, torch.nonzero(token_labels != -100).flatten())
+
+
+def step(model: MLMComposerModel, batch: dict):
+    outputs = model(batch)
+    loss = model.loss(outputs, batch)
+    loss.backward()
+    for metric in model.get_metrics(is_train=True).values():
+        model.update_metric(batch, outputs, metric)
+    return outputs, loss
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_layout_given_ahead_changes_no_number(tiny_config, backend):
+    torch.manual_seed(0)
+    ahead = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
+    inline = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
+    inline.load_state_dict(ahead.state_dict())
+    batch = packed_mlm_batch()
+    outputs, loss = step(ahead, with_layout(batch))
+    expected_outputs, expected_loss = step(inline, batch)
+    assert torch.equal(loss, expected_loss)
+    assert torch.equal(outputs.logits, expected_outputs.logits)
+    assert torch.equal(outputs.masked_token_indices, expected_outputs.masked_token_indices)
+    for (name, param), expected in zip(ahead.named_parameters(), inline.parameters(), strict=True):
+        assert torch.equal(param.grad, expected.grad), name
+    accuracy = ahead.get_metrics(is_train=True)["MaskedAccuracy"]
+    assert accuracy.compute() == inline.get_metrics(is_train=True)["MaskedAccuracy"].compute()
+
+
+# flex's kernel is a higher-order op, which a dispatch mode cannot look into: the GPU test below
+# and the compile test cover it.
+@pytest.mark.parametrize("backend", [name for name in CPU_BACKENDS if name != "flex"])
+def test_the_step_runs_no_op_that_would_sync_a_gpu(tiny_config, backend):
+    model = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
+    batch = with_layout(packed_mlm_batch())
+    with OpRecorder() as ahead:
+        step(model, batch)
+    assert ahead.syncing == []
+    # The recorder does see them when the model has to find the tokens itself.
+    del batch[LAYOUT]
+    with OpRecorder() as inline:
+        step(model, batch)
+    assert "nonzero" in inline.syncing and "_local_scalar_dense" in inline.syncing
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_compiled_step_with_its_layout_is_one_graph(tiny_config, backend):
+    model = MosaicBertForMaskedLM(tiny_config(attention_backend=backend)).train()
+    batch = packed_mlm_batch()
+    inputs = {name: batch[name] for name in ("input_ids", "attention_mask", "labels")}
+    layout = BatchLayout.of(batch["attention_mask"], batch["labels"])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(**inputs, layout=layout)
+    reasons = [str(reason.reason) for reason in explained.break_reasons]
+    if backend == "flex":  # the document block mask is built outside the graph, once per step
+        assert reasons and all("_document_block_mask" in reason for reason in reasons), reasons
+    else:
+        assert explained.graph_break_count == 0, reasons
+    torch._dynamo.reset()
+    unaided = torch._dynamo.explain(model)(**inputs)
+    assert unaided.graph_break_count > explained.graph_break_count
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_cuda_step_does_not_synchronize(tiny_config, backend):
+    model = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
+    model = model.cuda()
+    host_batch = with_layout(packed_mlm_batch())
+    batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in host_batch.items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        step(model, batch)  # warm-up: first-call work (kernel loading, caches) may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            step(model, batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -130,6 +130,44 @@ def test_a_compiled_step_with_its_layout_is_one_graph(tiny_config, backend):
     assert unaided.graph_break_count > explained.graph_break_count
 
 
+def varied_batches(count: int, seqlen: int = 32):
+    """MLM batches whose token count, masked count and longest document all change."""
+    generator = torch.Generator().manual_seed(0)
+    for number in range(count):
+        lengths = torch.randint(2, seqlen + 1, (4,), generator=generator).tolist()
+        ids, mask = make_ids(lengths, seqlen, seed=number)
+        chosen = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
+        yield ids, mask, torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compiled_training_matches_eager_and_stops_recompiling(tiny_config, backend):
+    """aot_eager traces forward and backward as inductor would, without generating code."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = MosaicBertForMaskedLM(tiny_config(attention_backend=backend)).train()
+    reference = MosaicBertForMaskedLM(tiny_config(attention_backend=backend)).train()
+    reference.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, backend="aot_eager")
+    graphs_after_warmup = None
+    for number, (ids, mask, labels) in enumerate(varied_batches(6)):
+        if number == 3:
+            graphs_after_warmup = counters["stats"]["unique_graphs"]
+        layout = BatchLayout.of(mask, labels)
+        out = compiled(input_ids=ids, attention_mask=mask, labels=labels, layout=layout)
+        expected = reference(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        expected.loss.backward()
+        torch.testing.assert_close(out.loss, expected.loss, rtol=1e-6, atol=1e-6)
+        for param, expected_param in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(param.grad, expected_param.grad, rtol=1e-5, atol=1e-6)
+    # Sizes become dynamic after the first change: later batches reuse the graphs.
+    assert counters["stats"]["unique_graphs"] == graphs_after_warmup
+    torch._dynamo.reset()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])

@@ -12,19 +12,25 @@ import torch
 
 from mosaic_pretrain.model.padding import IGNORE_INDEX
 
-# A fixed count, not a fixed row size: under torch.compile the number of pieces must not depend
-# on the (dynamic) number of masked tokens.
 PIECES = 8
+
+
+def _pieces() -> int:
+    """Eager: PIECES. Compiled: one, since the compiler can fuse the float32 cast into the
+    reductions, and splitting a dynamic row count adds shape guards (on its remainder) that
+    recompile the graph batch after batch."""
+    return 1 if torch.compiler.is_compiling() else PIECES
 
 
 class _MaskedLMCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pieces = _pieces()
         with torch.autocast(logits.device.type, enabled=False):
             predicted = labels != IGNORE_INDEX  # (M,)
             safe_labels = labels.clamp_min(0)
             log_sum_exp = torch.cat(
-                [torch.logsumexp(piece.float(), dim=-1) for piece in logits.tensor_split(PIECES)]
+                [torch.logsumexp(piece.float(), dim=-1) for piece in logits.tensor_split(pieces)]
             )  # (M,) float32
             target = logits.gather(1, safe_labels[:, None]).squeeze(1).float()
             summed = ((log_sum_exp - target) * predicted).sum()
@@ -36,13 +42,14 @@ class _MaskedLMCrossEntropy(torch.autograd.Function):
         logits, safe_labels, predicted, log_sum_exp = ctx.saved_tensors
         scale = grad_loss.float() / max(safe_labels.numel(), 1)
         grad_logits = torch.empty_like(logits)
+        pieces = _pieces()
         with torch.autocast(logits.device.type, enabled=False):
             for out, rows, labels, keep, lse in zip(
-                grad_logits.tensor_split(PIECES),
-                logits.tensor_split(PIECES),
-                safe_labels.tensor_split(PIECES),
-                predicted.tensor_split(PIECES),
-                log_sum_exp.tensor_split(PIECES),
+                grad_logits.tensor_split(pieces),
+                logits.tensor_split(pieces),
+                safe_labels.tensor_split(pieces),
+                predicted.tensor_split(pieces),
+                log_sum_exp.tensor_split(pieces),
                 strict=True,
             ):
                 # d(lse - logit[label]) / d logits = softmax - one_hot(label), per predicted row.

@@ -182,9 +182,11 @@ class MosaicBertEncoder(nn.Module):
             autocast = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocast else hidden.dtype
             backend = resolve_backend(backend, device, dtype, self.attention_dropout)
-        # Under torch.compile the log line is skipped (logging would break the graph);
-        # `attention_backend_in_use` still tells which backend ran.
-        if backend != self.last_backend and not torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            # Logging would break the graph, and reading `last_backend` would recompile the graph
+            # once it changes: compiled, the backend is neither logged nor recorded.
+            return backend
+        if backend != self.last_backend:
             logger.info(
                 "MosaicBERT attention: %s backend on %s (attention_backend=%r)",
                 backend,

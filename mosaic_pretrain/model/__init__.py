@@ -20,6 +20,7 @@ from mosaic_pretrain.model.modeling import (
     MosaicBertMaskedLMOutput,
     MosaicBertModel,
 )
+from mosaic_pretrain.model.padding import BatchLayout
 
 AutoConfig.register(MosaicBertConfig.model_type, MosaicBertConfig, exist_ok=True)
 AutoModel.register(MosaicBertConfig, MosaicBertModel, exist_ok=True)
@@ -32,6 +33,7 @@ __all__ = [
     "ATTENTION_BACKENDS",
     "ATTENTION_BACKEND_CHOICES",
     "PRESETS",
+    "BatchLayout",
     "MosaicBertConfig",
     "MosaicBertForMaskedLM",
     "MosaicBertForSequenceClassification",

@@ -13,7 +13,7 @@ import torch
 
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
-from mosaic_pretrain.model.modeling import IGNORE_INDEX
+from mosaic_pretrain.model.padding import IGNORE_INDEX
 
 PRECISIONS = ("fp32", "amp_bf16")
 MASK_TOKEN_ID = 103  # [MASK] in the bert-base-uncased vocabulary

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model.modeling import IGNORE_INDEX
+from mosaic_pretrain.model.padding import IGNORE_INDEX
 
 MASK_FRACTION = 0.8  # of chosen tokens, replaced by [MASK]
 RANDOM_FRACTION = 0.1  # of chosen tokens, replaced by a random token; the rest stay as they are

@@ -34,16 +34,9 @@ from mosaic_pretrain.model.attention import (
 )
 from mosaic_pretrain.model.configuration import MosaicBertConfig
 from mosaic_pretrain.model.mlm_loss import masked_lm_loss
-from mosaic_pretrain.model.padding import (
-    IGNORE_INDEX,
-    BatchLayout,
-    gather_tokens,
-    scatter_tokens,
-)
+from mosaic_pretrain.model.padding import BatchLayout, gather_tokens, scatter_tokens
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["IGNORE_INDEX", "masked_lm_loss"]  # imported from here by the training code
 
 
 class LowPrecisionLayerNorm(nn.LayerNorm):

@@ -6,7 +6,7 @@ from composer.models import ComposerModel
 from torchmetrics import Metric
 
 from mosaic_pretrain.model import MosaicBertForMaskedLM
-from mosaic_pretrain.model.modeling import IGNORE_INDEX
+from mosaic_pretrain.model.padding import IGNORE_INDEX
 from mosaic_pretrain.train.flops import training_flops
 from mosaic_pretrain.train.microbatches import LAYOUT
 

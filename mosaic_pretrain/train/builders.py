@@ -33,7 +33,7 @@ from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
-from mosaic_pretrain.train.microbatches import split_into_microbatches
+from mosaic_pretrain.train.microbatches import count_tokens, split_into_microbatches
 
 # Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
 BERT_SIZES = {
@@ -111,7 +111,7 @@ def build_dataloader(
         dataloader,
         split_batch=split_into_microbatches,
         get_num_samples_in_batch=lambda batch: len(batch["sample_index"]),
-        get_num_tokens_in_batch=lambda batch: int((batch["attention_mask"] != 0).sum()),
+        get_num_tokens_in_batch=count_tokens,
     )
 
 
@@ -216,11 +216,14 @@ def build_glue_sweeps(
 
 
 def build_loss_guard(section: LossGuardSection) -> LossGuard:
+    """The guard weighs each microbatch's loss by its masked tokens, as the Trainer's gradient
+    accumulation does, so the loss it checks is the batch's."""
     return LossGuard(
         action=section.action.value,
         spike_factor=section.spike_factor,
         window=section.window,
         max_skipped_batches=section.max_skipped_batches,
+        weigh=lambda batch: count_tokens(batch)["loss_generating"],
     )
 
 

@@ -8,12 +8,18 @@ microbatch to the device. Splitting here lets two things happen in that window:
   and no graph break under torch.compile;
 - with packed rows, each microbatch gets the samples packed into its own rows. Composer's own
   split cuts `sample_index` (one entry per document) at row counts, which with packing gives
-  microbatches the wrong sample counts, and so the wrong weights in gradient accumulation.
+  microbatches the wrong sample counts.
+
+Gradient accumulation weighs each microbatch by its masked tokens (`count_tokens`, read by
+Composer's `accumulate_train_batch_on_tokens`), not by its samples: the model's loss is a mean
+over a microbatch's masked tokens, so only that weighting makes the accumulated gradient the
+gradient of the mean loss over every masked token of the batch, on every rank, whatever the
+microbatch size and packing.
 """
 
 import torch
 
-from mosaic_pretrain.model.padding import BatchLayout
+from mosaic_pretrain.model.padding import IGNORE_INDEX, BatchLayout
 
 LAYOUT = "layout"  # the batch key of a microbatch's BatchLayout (host tensors)
 SAMPLES = "sample_index"  # one entry per document, in row order (see MLMCollator)
@@ -23,6 +29,18 @@ def with_layout(batch: dict) -> dict:
     """`batch` plus its BatchLayout, from its (host) attention mask and labels."""
     layout = BatchLayout.of(batch["attention_mask"], batch.get("labels"))
     return {**batch, LAYOUT: layout}
+
+
+def count_tokens(batch: dict) -> dict[str, int]:
+    """Composer's token counts of a batch: `total` real (non-padding) tokens, which the run's
+    clock and throughput count, and `loss_generating` masked tokens, the weight of a microbatch
+    in gradient accumulation. Read off the host layout when the batch has one (a microbatch on
+    the device: counting its tensors there would wait for the device)."""
+    layout = batch.get(LAYOUT)
+    if layout is not None and layout.masked is not None:
+        return {"total": layout.total_tokens, "loss_generating": layout.masked.numel()}
+    real = int((batch["attention_mask"] != 0).sum())
+    return {"total": real, "loss_generating": int((batch["labels"] != IGNORE_INDEX).sum())}
 
 
 def split_into_microbatches(batch: dict, microbatch_size: int) -> list[dict]:

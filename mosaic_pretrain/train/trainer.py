@@ -66,6 +66,8 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
             schedulers=build_scheduler(config.scheduler),
             precision=config.precision.value,
             device_train_microbatch_size=config.device_train_microbatch_size,
+            # Microbatches weighed by their masked tokens (train/microbatches.py, count_tokens).
+            accumulate_train_batch_on_tokens=True,
             seed=config.seed,
             save_folder=config.save_folder,
             save_interval=config.save_interval,

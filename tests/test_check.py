@@ -205,3 +205,40 @@ def test_verify_hashes_is_for_pretraining_recipes(tmp_path, capsys):
     sweep.write_text("run_name: s\nstarting_point: x.pt\n")
     assert main(["check", str(sweep), "--verify-hashes"]) == 2
     assert "a GLUE sweep has none" in capsys.readouterr().err
+
+
+def pretend_gpu(monkeypatch, name: str, capability: tuple[int, int]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+
+
+def test_a_precision_or_backend_this_device_cannot_run_is_one_line_each(
+    data, tmp_path, monkeypatch, capsys
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    [bf16] = problems(data, tmp_path, "precision=amp_bf16")  # the schema's default
+    assert bf16 == (
+        "precision=amp_bf16 needs a CUDA GPU and torch sees none (on the CPU, Composer trains "
+        "in fp32 only); set precision=fp32"
+    )
+    [flash] = problems(data, tmp_path, "model.model_config.attention_backend=flash_attn")
+    assert flash.startswith("model.model_config.attention_backend=flash_attn needs a CUDA GPU")
+    assert main(["check", str(SMOKE), *recipe(data, tmp_path, "precision=amp_fp16")]) == 2
+    assert "problem: precision=amp_fp16 needs a CUDA GPU" in capsys.readouterr().err
+
+    pretend_gpu(monkeypatch, "Tesla V100-SXM2-16GB", (7, 0))
+    [old_gpu] = problems(data, tmp_path, "precision=amp_bf16")
+    assert old_gpu.startswith("precision=amp_bf16: Tesla V100-SXM2-16GB (compute capability 7.0)")
+    assert problems(data, tmp_path, "precision=amp_fp16") == []
+
+    pretend_gpu(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0))
+    assert problems(data, tmp_path, "precision=amp_bf16") == []
+    [fp32_flash] = problems(
+        data, tmp_path, "precision=fp32", "model.model_config.attention_backend=flash_attn"
+    )
+    assert "needs precision amp_bf16 or amp_fp16" in fp32_flash

@@ -1,7 +1,9 @@
 """`mosaic-pretrain check RECIPE`: every problem that would stop a run, found before compute is
 spent, one per line. `train` runs the same checks first.
 
-Covered: the recipe (YAML, keys, types, cross-key rules); the tokenizer loads and its vocabulary
+Covered: the recipe (YAML, keys, types, cross-key rules); the precision and attention backend can
+run on this machine's device (the Trainer's: the GPU when torch sees one, else the CPU); the
+tokenizer loads and its vocabulary
 fits the model; each loader's local data (index readable, shards present at their recorded sizes,
 pre-tokenized with this tokenizer; with `--verify-hashes` also every shard's contents against the
 index's hashes); the save folder is writable and holds no other run's checkpoints; the export
@@ -10,11 +12,14 @@ readable by the safe loader, of this model and compatible with this recipe; the 
 `callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside for it).
 """
 
+import json
 import os
 from pathlib import Path
 
+import torch
+
 from mosaic_pretrain.config import PretrainConfig, load_config
-from mosaic_pretrain.config.schema import LoaderSection
+from mosaic_pretrain.config.schema import LoaderSection, ModelName, Precision
 from mosaic_pretrain.data.convert import MANIFEST
 from mosaic_pretrain.data.dataset import INDEX, check_local_split, check_tokenizer_matches
 from mosaic_pretrain.data.shard_hashes import verify_split
@@ -54,6 +59,8 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     from mosaic_pretrain.train.folders import run_folder
 
     problems = Problems()
+    for problem in device_problems(config):
+        problems.add(problem)
     tokenizer = problems.attempt(build_tokenizer, config)
     if tokenizer is not None:
         _check_vocabulary(config, tokenizer, problems)
@@ -69,6 +76,59 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
         _check_checkpoint(config, checkpoint, tokenizer, problems)
     _check_glue_sweep(config, problems)
     return problems.found
+
+
+# bf16 arithmetic and FlashAttention-2 need an Ampere GPU (compute capability 8.0) or newer.
+AMPERE = (8, 0)
+HALF_PRECISIONS = (Precision.amp_bf16, Precision.amp_fp16)
+
+
+def device_problems(config: PretrainConfig) -> list[str]:
+    """Precision and attention backend against the device the Trainer will pick (the GPU when
+    torch sees one, else the CPU), one line each: Composer's own refusal is a traceback."""
+    problems = []
+    precision = config.precision
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu and precision is not Precision.fp32:
+        problems.append(
+            f"precision={precision.value} needs a CUDA GPU and torch sees none (on the CPU, "
+            "Composer trains in fp32 only); set precision=fp32"
+        )
+    capability = torch.cuda.get_device_capability() if on_gpu else None
+    if on_gpu and precision is Precision.amp_bf16 and capability < AMPERE:
+        problems.append(
+            f"precision=amp_bf16: {torch.cuda.get_device_name()} (compute capability "
+            f"{capability[0]}.{capability[1]}) has no bf16; set precision=amp_fp16"
+        )
+    if _attention_backend(config) == "flash_attn":
+        if not on_gpu:
+            problems.append(
+                "model.model_config.attention_backend=flash_attn needs a CUDA GPU and torch "
+                "sees none; choose sdpa (or auto)"
+            )
+        elif precision not in HALF_PRECISIONS:
+            problems.append(
+                f"model.model_config.attention_backend=flash_attn needs precision amp_bf16 or "
+                f"amp_fp16 (its kernels take half precision only), not {precision.value}"
+            )
+        elif capability < AMPERE:
+            problems.append(
+                f"model.model_config.attention_backend=flash_attn needs compute capability 8.0 "
+                f"or newer; {torch.cuda.get_device_name()} has {capability[0]}.{capability[1]}; "
+                "choose sdpa (or auto)"
+            )
+    return problems
+
+
+def _attention_backend(config: PretrainConfig) -> str | None:
+    """The backend the recipe names, or the one saved with the weights it starts from."""
+    if config.model.name is not ModelName.mosaic_bert:
+        return None
+    named = config.model.model_config.attention_backend
+    source = config.model.pretrained_model_name
+    if named is None and source is not None and (Path(source) / "config.json").is_file():
+        return json.loads((Path(source) / "config.json").read_text()).get("attention_backend")
+    return named
 
 
 def _check_glue_sweep(config: PretrainConfig, problems: Problems) -> None:

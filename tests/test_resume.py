@@ -40,3 +40,22 @@ def test_keys_added_to_the_schema_after_a_checkpoint_count_as_their_defaults():
     other_model = load_config(SMOKE, ["model.model_config.ffn_activation=xgeglu"])
     with pytest.raises(ConfigError, match=r"different model\.model_config\.ffn_activation"):
         check_resume(other_model, Path("old.pt"), old)
+
+
+def test_a_resume_may_change_the_attention_backend_but_nothing_that_changes_the_function():
+    """The backend owns no weights and computes the same function: a run may move to a machine
+    with (or without) flash-attn. Sizes, activation and LayerNorm precision stay refused."""
+    saved = {"recipe": recipe_record(load_config(SMOKE)), "code_version": "0.1.0"}
+    for backend in ("flash_attn", "flex", "eager", "sdpa"):
+        moved = load_config(SMOKE, [f"model.model_config.attention_backend={backend}"])
+        check_resume(moved, Path("old.pt"), saved)
+    for change in (
+        "model.model_config.hidden_size=128",
+        "model.model_config.num_attention_heads=8",
+        "model.model_config.ffn_activation=swiglu",
+        "model.model_config.low_precision_layernorm=true",
+        "algorithms.fused_layernorm={}",
+    ):
+        key = change.split("=")[0].replace(".", r"\.")
+        with pytest.raises(ConfigError, match=rf"cannot resume old\.pt with a different {key}"):
+            check_resume(load_config(SMOKE, [change]), Path("old.pt"), saved)

@@ -86,6 +86,29 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(corpus, tmp_path):
         assert torch.equal(full[name], resumed[name]), name
 
 
+def test_a_resumed_run_may_move_to_another_attention_backend(corpus, tmp_path):
+    """The batch-2 checkpoint of an sdpa run, continued with the eager reference, ends where the
+    sdpa run ends, within float32 rounding: the backend is no part of the saved run."""
+    common = [
+        "max_duration=4ba",
+        "eval_interval=4ba",
+        "save_interval=2ba",
+        "save_num_checkpoints_to_keep=-1",
+        "model.model_config.attention_probs_dropout_prob=0.0",  # the backends' RNG use differs
+    ]
+    full, _ = run(corpus, tmp_path / "full", *common, "model.model_config.attention_backend=sdpa")
+    checkpoint = tmp_path / "full" / "checkpoints" / "ep0-ba2-rank0.pt"
+    moved, _ = run(
+        corpus,
+        tmp_path / "moved",
+        *common,
+        "model.model_config.attention_backend=eager",
+        f"load_path={checkpoint}",
+    )
+    for name in full:
+        torch.testing.assert_close(moved[name], full[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_the_same_recipe_twice_gives_the_same_weights(corpus, tmp_path):
     """The seed covers everything, the model's initial weights included."""
     common = ["max_duration=2ba", "eval_interval=2ba", "save_interval=2ba"]

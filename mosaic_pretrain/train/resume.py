@@ -1,11 +1,15 @@
 """Resuming checks: the recipe a run continues with against the one in its checkpoint.
 
 Keys fall in three groups. Operational keys (where to save, how often to log, how long to run,
-batch split per device, data location, ...) may change freely. The model's shape and the
-tokenizer can never change: the weights and the data would no longer fit. Every other key (the
+batch split per device, data location, compilation, the attention backend, ...) may change
+freely. Everything that defines the function the model computes can never change: its sizes,
+feed-forward activation, low-precision LayerNorm and the tokenizer (the weights and the data
+would no longer fit, or the same weights would mean another network). The attention backend is
+operational: every backend computes the same function within dtype tolerance and owns no
+weights, so a run may move to a machine with flash-attn (or without it). Every other key (the
 optimizer, schedule, seed, batch size, masking, sequence length, ...) changes the run it
-continues, so a change must be asked for by name in `resume_allow_changes` (e.g. a new
-learning rate: `resume_allow_changes=[optimizer.lr]`).
+continues, so a change must be asked for by name in `resume_allow_changes` (e.g. a new learning
+rate: `resume_allow_changes=[optimizer.lr]`).
 """
 
 import logging
@@ -30,6 +34,7 @@ FREE = (
     "device_eval_batch_size", "device_train_microbatch_size", "max_duration", "data_local",
     "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
     "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",
+    "model.model_config.attention_backend",
 )  # fmt: skip
 NEVER = (
     "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",

@@ -24,6 +24,10 @@ TINY = dict(
     attention_backend="eager",
 )
 
+# The `gpu` tests' model: the tiny one's head size (32 / 4 = 8) is below what the CUDA kernels
+# take (FlexAttention's and FlashAttention's need at least 16), so they widen it to 256 / 4 = 64.
+GPU_SIZES = dict(hidden_size=256, num_attention_heads=4, intermediate_size=512)
+
 # Backends that can run on this machine's CPU; flash_attn has its own CUDA-only tests.
 CPU_BACKENDS = [
     name for name in ("eager", "sdpa", "flex") if backend_unavailable_reason(name) is None

@@ -63,7 +63,17 @@ def test_slopes_stay_float32_when_the_model_is_cast(tiny_config):
     model = MosaicBertModel(tiny_config()).to(torch.bfloat16)
     ids, mask = make_ids([6], 6)
     model(ids, mask)
-    assert model.encoder._slopes(torch.device("cpu")).dtype == torch.float32
+    assert torch.equal(model.encoder.alibi_slopes, alibi_slopes(4))  # float32, exact
+
+
+def test_slopes_follow_the_module_and_are_no_weights(tiny_config):
+    model = MosaicBertModel(tiny_config())
+    assert not any("slope" in name for name in model.state_dict())  # never checkpointed
+    assert not any("slope" in name for name, _ in model.named_buffers())  # never broadcast
+    model.to("meta")
+    assert model.encoder.alibi_slopes.device.type == "meta"
+    model.to_empty(device="cpu")
+    assert torch.equal(model.encoder.alibi_slopes, alibi_slopes(4))
 
 
 def test_alibi_makes_attention_depend_on_distance(tiny_config):

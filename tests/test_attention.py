@@ -14,7 +14,7 @@ from mosaic_pretrain.model.attention import (
     backend_unavailable_reason,
     resolve_backend,
 )
-from tests.conftest import CPU_BACKENDS, make_ids
+from tests.conftest import CPU_BACKENDS, GPU_SIZES, make_ids
 
 HEADS, HEAD_DIM = 4, 8
 
@@ -46,6 +46,43 @@ DOCUMENTS = [5, 17, 1, 32, 9]  # one single-token document, lengths not multiple
 
 def random_qkv(total: int):
     return [torch.randn(total, HEADS, HEAD_DIM, requires_grad=True) for _ in range(3)]
+
+
+def tiles_from_the_definition(document_lengths: list[int], block: int):
+    """(partial, full) tiles by evaluating the whole (T, T) same-document mask."""
+    document_ids = torch.repeat_interleave(torch.arange(len(document_lengths)),
+                                           torch.tensor(document_lengths))  # fmt: skip
+    total, tiles = len(document_ids), -(-len(document_ids) // block)
+    padded = torch.full((tiles * block,), -1)
+    padded[:total] = document_ids
+    real = padded >= 0
+    same = (padded[:, None] == padded[None, :]) & real[:, None] & real[None, :]
+    same = same.reshape(tiles, block, tiles, block)
+    full = same.all(dim=3).all(dim=1)  # a short last tile holds padding: never full
+    return same.any(dim=3).any(dim=1) & ~full, full
+
+
+@pytest.mark.parametrize("block", [4, 16, 128])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_document_tiles_match_the_whole_mask(block, seed):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 3 * block, (12,), generator=generator).tolist()
+    lengths[3] = 2 * block  # a document spanning whole tiles, so some tiles are full
+    batch = varlen_batch(lengths)
+    document_ids, _ = batch.document_layout()
+    partial, full = attention.document_tiles(document_ids, batch.cu_seqlens, sum(lengths), block)
+    expected_partial, expected_full = tiles_from_the_definition(lengths, block)
+    assert torch.equal(partial, expected_partial) and torch.equal(full, expected_full)
+    if block == attention.FLEX_BLOCK:  # the BlockMask attends where create_block_mask's does
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        total = sum(lengths)
+        ours = attention.flex_block_mask(batch)
+        theirs = create_block_mask(
+            lambda b, h, q, k: document_ids[q] == document_ids[k], None, None, total, total,
+            device="cpu",
+        )  # fmt: skip
+        assert torch.equal(ours.to_dense(), theirs.to_dense())
 
 
 def test_eager_matches_attention_from_the_definition():
@@ -147,9 +184,8 @@ GPU_BACKENDS = ["sdpa", "flex", "flash_attn"]
 def test_bf16_backend_on_gpu_matches_float32_eager(tiny_config, backend):
     if (reason := backend_unavailable_reason(backend)) is not None:
         pytest.skip(reason)
-    config = dict(hidden_size=256, num_attention_heads=4, intermediate_size=512)
-    reference = MosaicBertForMaskedLM(tiny_config(**config)).cuda()
-    model = MosaicBertForMaskedLM(tiny_config(attention_backend=backend, **config)).cuda()
+    reference = MosaicBertForMaskedLM(tiny_config(**GPU_SIZES)).cuda()
+    model = MosaicBertForMaskedLM(tiny_config(attention_backend=backend, **GPU_SIZES)).cuda()
     model.load_state_dict(reference.state_dict())
     ids, mask = make_ids([128, 77, 3, 128, 64, 100, 90, 128], 128)
     labels = torch.where(torch.rand(ids.shape) < 0.3, ids, torch.full_like(ids, -100))

@@ -1,11 +1,18 @@
 """Splitting a host batch into microbatches: rows, their own samples, their own layout."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.model.padding import BatchLayout
-from mosaic_pretrain.train.microbatches import LAYOUT, split_into_microbatches, with_layout
+from mosaic_pretrain.train.microbatches import (
+    LAYOUT,
+    layout_to_device,
+    split_into_microbatches,
+    with_layout,
+)
 from tests.test_data_collator import random_samples
 
 
@@ -48,3 +55,35 @@ def test_a_batch_not_from_the_collator_is_refused(bert_tokenizer):
     batch["source"] = "c4"
     with pytest.raises(ValueError, match="'source' holds a str, not a tensor"):
         split_into_microbatches(batch, 2)
+
+
+def test_the_loader_pins_its_batches_only_for_a_gpu(tmp_path, monkeypatch):
+    from mosaic_pretrain.config import load_config
+    from mosaic_pretrain.data.convert import ConvertOptions, convert
+    from mosaic_pretrain.train.builders import build_dataloader, build_tokenizer
+
+    data = tmp_path / "data"
+    convert(ConvertOptions(max_documents=20), data, progress=False, log=lambda line: None)
+    smoke = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
+    config = load_config(smoke, [f"data_local={data}"])
+    tokenizer = build_tokenizer(config)
+    for gpu in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        spec = build_dataloader(config.train_loader, config, tokenizer, 4)
+        assert spec.dataloader.pin_memory is gpu
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_pinned_batch_gets_a_pinned_layout_and_copies_it_without_waiting(bert_tokenizer):
+    batch = MLMCollator(bert_tokenizer, 0.3, 64, seed=0)(random_samples(8, max_len=50))
+    pinned = {name: tensor.pin_memory() for name, tensor in batch.items()}
+    for microbatch in split_into_microbatches(pinned, 4):
+        layout = microbatch[LAYOUT]
+        assert layout.indices.is_pinned() and layout.masked.is_pinned()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            moved = layout_to_device({**microbatch, "input_ids": microbatch["input_ids"].cuda()})
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert moved[LAYOUT].device.type == "cuda"

@@ -13,10 +13,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mosaic_pretrain.model import MosaicBertForMaskedLM
+from mosaic_pretrain.model.attention import backend_unavailable_reason
 from mosaic_pretrain.model.padding import BatchLayout, unpad_input
 from mosaic_pretrain.train.composer_model import MLMComposerModel
-from mosaic_pretrain.train.microbatches import LAYOUT, with_layout
-from tests.conftest import CPU_BACKENDS, make_ids
+from mosaic_pretrain.train.microbatches import LAYOUT, layout_to_device, with_layout
+from tests.conftest import CPU_BACKENDS, GPU_SIZES, make_ids
 
 SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2"}
 
@@ -121,10 +122,7 @@ def test_a_compiled_step_with_its_layout_is_one_graph(tiny_config, backend):
     torch._dynamo.reset()
     explained = torch._dynamo.explain(model)(**inputs, layout=layout)
     reasons = [str(reason.reason) for reason in explained.break_reasons]
-    if backend == "flex":  # the document block mask is built outside the graph, once per step
-        assert reasons and all("_document_block_mask" in reason for reason in reasons), reasons
-    else:
-        assert explained.graph_break_count == 0, reasons
+    assert explained.graph_break_count == 0, reasons  # flex's block mask is traced too
     torch._dynamo.reset()
     unaided = torch._dynamo.explain(model)(**inputs)
     assert unaided.graph_break_count > explained.graph_break_count
@@ -170,12 +168,15 @@ def test_compiled_training_matches_eager_and_stops_recompiling(tiny_config, back
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "flash_attn"])
 def test_cuda_step_does_not_synchronize(tiny_config, backend):
-    model = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
-    model = model.cuda()
+    if (reason := backend_unavailable_reason(backend)) is not None:
+        pytest.skip(reason)
+    config = tiny_config(attention_backend=backend, **GPU_SIZES)
+    model = MLMComposerModel(MosaicBertForMaskedLM(config)).cuda()
     host_batch = with_layout(packed_mlm_batch())
     batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in host_batch.items()}
+    batch = layout_to_device(batch)  # as the Trainer's microbatch transform does
     with torch.autocast("cuda", dtype=torch.bfloat16):
         step(model, batch)  # warm-up: first-call work (kernel loading, caches) may sync
     torch.cuda.synchronize()
@@ -185,3 +186,11 @@ def test_cuda_step_does_not_synchronize(tiny_config, backend):
             step(model, batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_moving_a_layout_traces_without_a_graph_break():
+    layout = BatchLayout.of(packed_mlm_batch()["attention_mask"], packed_mlm_batch()["labels"])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda moved: moved.to("cpu").indices + 1)(layout)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    torch._dynamo.reset()

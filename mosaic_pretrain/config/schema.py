@@ -219,7 +219,11 @@ class CompileSection:
 
     backend: str = "inductor"
     mode: str | None = None  # e.g. max-autotune
-    dynamic: bool | None = None  # None: let torch decide after the first recompile
+    # None: true for mosaic_bert, whose unpadded sizes (real and masked tokens, the longest
+    # document) change every batch, so a graph specialized on the first batch's sizes would be
+    # compiled twice more before torch marks them dynamic; torch's own choice for the padded
+    # hf_bert. true / false force it.
+    dynamic: bool | None = None
 
 
 @dataclass

@@ -199,9 +199,12 @@ def build_mlm_dataloader(
     batch_size: int,
     num_workers: int = 0,
     drop_last: bool = True,
+    pin_memory: bool = False,
 ) -> MLMDataLoader:
     """The loader for `dataset`, whose `batch_size` must equal the loader's: streaming assigns
-    samples to dataloader workers by that batch size, and resuming relies on it."""
+    samples to dataloader workers by that batch size, and resuming relies on it. `pin_memory`
+    (for a GPU) puts batches in page-locked memory, so their copies to the device really are
+    asynchronous."""
     if dataset.batch_size != batch_size:
         raise ConfigError(
             f"the dataset was built with batch_size={dataset.batch_size} but the loader uses "
@@ -214,4 +217,5 @@ def build_mlm_dataloader(
         num_workers=num_workers,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )

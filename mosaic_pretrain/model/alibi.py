@@ -16,8 +16,8 @@ def _power_of_two_slopes(num_heads: int) -> list[float]:
     return [first ** (head + 1) for head in range(num_heads)]
 
 
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """Per-head slopes, shape (num_heads,), float32, for any head count.
+def alibi_slopes(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Per-head slopes, shape (num_heads,), float32, for any head count, on `device`.
 
     For a power of two this is the paper's geometric sequence. Otherwise the paper's recipe: the
     slopes of the largest power of two below `num_heads`, then every other slope of twice that
@@ -29,7 +29,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     slopes = _power_of_two_slopes(lower_power)
     if lower_power != num_heads:
         slopes += _power_of_two_slopes(2 * lower_power)[0::2][: num_heads - lower_power]
-    return torch.tensor(slopes, dtype=torch.float32)
+    return torch.tensor(slopes, dtype=torch.float32, device=device)
 
 
 def alibi_bias(slopes: torch.Tensor, length: int) -> torch.Tensor:

@@ -148,31 +148,75 @@ def _compiled_flex_attention() -> Callable:
     return torch.compile(flex_attention)
 
 
-@torch.compiler.disable
-def _document_block_mask(document_ids: torch.Tensor, total: int, compile_mask: bool):
-    """A block mask letting tokens attend within their own document only.
+# FlexAttention's tile: the kernels skip or fully compute BLOCK x BLOCK tiles of the score matrix.
+FLEX_BLOCK = 128
 
-    Never traced by torch.compile (one graph break per forward, before the layers): building a
-    block mask from a closure cannot be traced, and this way it is built once, not per layer.
+
+def document_tiles(
+    document_ids: torch.Tensor, cu_seqlens: torch.Tensor, total: int, block: int = FLEX_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which (query tile, key tile) pairs of the (T, T) scores hold pairs of one document:
+    `(partial, full)`, each (tiles, tiles) bool; `full` tiles lie inside one document entirely
+    (no mask needed in them), `partial` tiles need the per-token mask.
+
+    Worked out from the document bounds alone, with no (T, T) mask: documents are contiguous,
+    so query tile i, whose tokens run from document a to document b, meets exactly the key tiles
+    from the one holding document a's first token to the one holding document b's last. Plain
+    tensor arithmetic, so it runs on any device, traced by torch.compile, without a sync.
     """
-    from torch.nn.attention.flex_attention import create_block_mask
+    tiles = -(-total // block)
+    starts = torch.arange(tiles, device=document_ids.device) * block
+    ends = (starts + block).clamp(max=total)  # exclusive
+    first_document = document_ids[starts]  # (tiles,)
+    last_document = document_ids[ends - 1]
+    bounds = cu_seqlens.long()
+    lowest = bounds[first_document] // block  # first key tile each query tile meets
+    highest = (bounds[last_document + 1] - 1) // block  # last one
+    tile = torch.arange(tiles, device=document_ids.device)
+    meets = (tile[None, :] >= lowest[:, None]) & (tile[None, :] <= highest[:, None])
+    # Inside one document and of full size (the last tile may be short).
+    whole = (first_document == last_document) & (ends - starts == block)
+    full = (
+        meets
+        & whole[:, None]
+        & whole[None, :]
+        & (first_document[:, None] == first_document[None, :])
+    )
+    return meets & ~full, full
+
+
+def _as_block_lists(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) bool -> BlockMask's form: per row, how many columns, and which first."""
+    counts = tiles.sum(dim=-1, dtype=torch.int32)
+    order = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True)
+    return counts[None, None], order.to(torch.int32)[None, None]  # (1, 1, rows), (1, 1, rows, cols)
+
+
+def _document_block_mask(batch: VarlenBatch):
+    """A block mask letting tokens attend within their own document only, built from the
+    document bounds (`document_tiles`): no (T, T) mask is ever evaluated, nothing syncs, and
+    torch.compile traces it into the forward's graph."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    document_ids, _ = batch.document_layout()
+    total = batch.total_tokens
+    partial, full = document_tiles(document_ids, batch.cu_seqlens, total)
 
     def same_document(b, h, q_idx, kv_idx):
         return document_ids[q_idx] == document_ids[kv_idx]
 
-    return create_block_mask(
-        same_document, None, None, total, total, device=document_ids.device, _compile=compile_mask
+    return BlockMask.from_kv_blocks(
+        *_as_block_lists(partial),
+        *_as_block_lists(full),
+        BLOCK_SIZE=FLEX_BLOCK,
+        mask_mod=same_document,
+        seq_lengths=(total, total),
     )
 
 
 def flex_block_mask(batch: VarlenBatch):
     """The batch's document block mask, built on first use and shared by every layer."""
-    document_ids, _ = batch.document_layout()
-    on_cuda = document_ids.device.type == "cuda"
-    return batch.cached(
-        "flex_block_mask",
-        lambda: _document_block_mask(document_ids, batch.total_tokens, compile_mask=on_cuda),
-    )
+    return batch.cached("flex_block_mask", lambda: _document_block_mask(batch))
 
 
 def flex_attention(

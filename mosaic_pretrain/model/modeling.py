@@ -158,15 +158,20 @@ class MosaicBertEncoder(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.num_heads = config.num_attention_heads
         self.layer = nn.ModuleList(MosaicBertLayer(config) for _ in range(config.num_hidden_layers))
-        # Plain attributes, not buffers: derived from the head count, so never checkpointed, never
-        # cast by `model.to(bfloat16)` (flash-attn needs float32 slopes), never broadcast by DDP.
-        self._slopes_by_device: dict[torch.device, torch.Tensor] = {}
+        # A plain attribute, not a buffer: derived from the head count, so never checkpointed
+        # and never broadcast by DDP. It follows the module to its device (`_apply`) and stays
+        # float32 (flash-attn needs float32 slopes), so the forward reads it as it is: no cache
+        # filled on first use, which a compiled graph would guard on and recompile once.
+        self.alibi_slopes = alibi_slopes(self.num_heads, device="cpu")  # (N,) float32
         self.last_backend: str | None = None
 
-    def _slopes(self, device: torch.device) -> torch.Tensor:
-        if device not in self._slopes_by_device:
-            self._slopes_by_device[device] = alibi_slopes(self.num_heads).to(device)
-        return self._slopes_by_device[device]
+    def _apply(self, fn, recurse: bool = True):
+        """`.to()`, `.cuda()`, `.half()`, ...: the slopes move with the module's tensors, but are
+        recomputed in float32 on the new device instead of being cast."""
+        module = super()._apply(fn, recurse)
+        device = fn(self.alibi_slopes).device
+        self.alibi_slopes = alibi_slopes(self.num_heads, device=device)
+        return module
 
     def _backend_for(self, hidden: torch.Tensor) -> str:
         backend = self.attention_backend
@@ -197,7 +202,9 @@ class MosaicBertEncoder(nn.Module):
         keep_all_layers: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(T, H) -> (T, H), and each layer's input and the final output when asked."""
-        batch = VarlenBatch(cu_seqlens, max_seqlen, self._slopes(hidden.device), hidden.shape[0])
+        # `.to` is a no-op once the module is on hidden's device (`_apply` moved the slopes).
+        slopes = self.alibi_slopes.to(hidden.device)
+        batch = VarlenBatch(cu_seqlens, max_seqlen, slopes, hidden.shape[0])
         backend = self._backend_for(hidden)
         if backend in ATTENTION_PREPARATION:
             ATTENTION_PREPARATION[backend](batch)

@@ -126,10 +126,25 @@ class BatchLayout:
     def total_tokens(self) -> int:
         return self.indices.shape[0]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "BatchLayout":
-        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.to(device, non_blocking=non_blocking)
+    @property
+    def device(self) -> torch.device:
+        return self.indices.device
 
+    def pin_memory(self) -> "BatchLayout":
+        """In page-locked host memory, from which `to(cuda, non_blocking=True)` is asynchronous."""
+        masked = None if self.masked is None else self.masked.pin_memory()
         return BatchLayout(
-            move(self.indices), move(self.cu_seqlens), self.max_seqlen, move(self.masked)
+            self.indices.pin_memory(), self.cu_seqlens.pin_memory(), self.max_seqlen, masked
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "BatchLayout":
+        """On `device`; plain expressions, so that torch.compile can trace it without a break."""
+        masked = self.masked
+        if masked is not None:
+            masked = masked.to(device, non_blocking=non_blocking)
+        return BatchLayout(
+            self.indices.to(device, non_blocking=non_blocking),
+            self.cu_seqlens.to(device, non_blocking=non_blocking),
+            self.max_seqlen,
+            masked,
         )

@@ -33,7 +33,11 @@ from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
-from mosaic_pretrain.train.microbatches import count_tokens, split_into_microbatches
+from mosaic_pretrain.train.microbatches import (
+    count_tokens,
+    layout_to_device,
+    split_into_microbatches,
+)
 
 # Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
 BERT_SIZES = {
@@ -104,12 +108,16 @@ def build_dataloader(
     collator = MLMCollator(
         tokenizer, probability, max_seq_len, seed=config.seed, packing=dataset_section.packing
     )
+    # The Trainer trains on the GPU when there is one, copying each microbatch and its layout
+    # with non_blocking=True: from page-locked memory that copy overlaps the step's work.
+    on_gpu = torch.cuda.is_available()
     dataloader = build_mlm_dataloader(
-        dataset, collator, device_batch_size, loader.num_workers, loader.drop_last
+        dataset, collator, device_batch_size, loader.num_workers, loader.drop_last, on_gpu
     )
     return DataSpec(
         dataloader,
         split_batch=split_into_microbatches,
+        microbatch_transforms=layout_to_device,
         get_num_samples_in_batch=lambda batch: len(batch["sample_index"]),
         get_num_tokens_in_batch=count_tokens,
     )
@@ -254,7 +262,10 @@ def build_compile_config(config: PretrainConfig) -> dict | None:
     """Composer's `compile_config` from the recipe's `compile` section (None: not compiled)."""
     if config.compile is None:
         return None
-    options = {"backend": config.compile.backend, "dynamic": config.compile.dynamic}
+    dynamic = config.compile.dynamic
+    if dynamic is None and config.model.name is ModelName.mosaic_bert:
+        dynamic = True  # its sizes change every batch (see CompileSection.dynamic)
+    options = {"backend": config.compile.backend, "dynamic": dynamic}
     if config.compile.mode is not None:
         options["mode"] = config.compile.mode
     return options

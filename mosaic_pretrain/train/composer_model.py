@@ -59,10 +59,13 @@ class MLMComposerModel(ComposerModel):
     def forward(self, batch: dict):
         inputs = {name: batch[name] for name in MODEL_INPUTS if name in batch}
         if self.takes_layout and LAYOUT in batch:
-            # Worked out on the host when the batch was split (train/microbatches.py); the copy
-            # is queued behind the step's work instead of waiting for it.
+            # Worked out on the host when the batch was split, and moved to the device with the
+            # microbatch (train/microbatches.py); moved here only for callers of our own.
+            layout = batch[LAYOUT]
             device = batch["input_ids"].device
-            inputs["layout"] = batch[LAYOUT].to(device, non_blocking=True)
+            if layout.device != device:
+                layout = layout.to(device, non_blocking=True)
+            inputs["layout"] = layout
         return self.model(**inputs)
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:

@@ -26,9 +26,23 @@ SAMPLES = "sample_index"  # one entry per document, in row order (see MLMCollato
 
 
 def with_layout(batch: dict) -> dict:
-    """`batch` plus its BatchLayout, from its (host) attention mask and labels."""
+    """`batch` plus its BatchLayout, from its (host) attention mask and labels; page-locked
+    like the batch when the loader pinned it (for a GPU), so both copy asynchronously."""
     layout = BatchLayout.of(batch["attention_mask"], batch.get("labels"))
+    if batch["attention_mask"].is_pinned():
+        layout = layout.pin_memory()
     return {**batch, LAYOUT: layout}
+
+
+def layout_to_device(batch: dict) -> dict:
+    """Composer's microbatch transform, run after it moved a microbatch's tensors to the device:
+    the layout follows, queued behind the step's work (`non_blocking`). Here rather than in the
+    model's forward, so that a compiled forward starts from device tensors."""
+    layout = batch.get(LAYOUT)
+    device = batch["input_ids"].device
+    if layout is None or layout.device == device:
+        return batch
+    return {**batch, LAYOUT: layout.to(device, non_blocking=True)}
 
 
 def count_tokens(batch: dict) -> dict[str, int]:

@@ -52,6 +52,22 @@ def make_ids(lengths: list[int], seqlen: int, vocab_size: int = 128, seed: int =
     return ids * mask, mask
 
 
+def packed_mlm_batch(seed: int = 0) -> dict:
+    """Rows holding one or two documents, right padding, 30% of real tokens masked."""
+    ids, mask = make_ids([16, 9, 12, 5], 16, seed=seed)
+    mask[0, 10:] = 2  # the first row packs two documents
+    generator = torch.Generator().manual_seed(seed)
+    chosen = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": labels,
+        "sample_index": torch.arange(5),
+    }
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

@@ -13,11 +13,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mosaic_pretrain.model import MosaicBertForMaskedLM
-from mosaic_pretrain.model.attention import backend_unavailable_reason
 from mosaic_pretrain.model.padding import BatchLayout, unpad_input
 from mosaic_pretrain.train.composer_model import MLMComposerModel
-from mosaic_pretrain.train.microbatches import LAYOUT, layout_to_device, with_layout
-from tests.conftest import CPU_BACKENDS, GPU_SIZES, make_ids
+from mosaic_pretrain.train.microbatches import LAYOUT, with_layout
+from tests.conftest import CPU_BACKENDS, make_ids, packed_mlm_batch
 
 SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2"}
 
@@ -42,22 +41,6 @@ class OpRecorder(TorchDispatchMode):
         ):
             self.syncing.append(f"{name} with a boolean mask")
         return func(*args, **kwargs)
-
-
-def packed_mlm_batch(seed: int = 0) -> dict:
-    """Rows holding one or two documents, right padding, 30% of real tokens masked."""
-    ids, mask = make_ids([16, 9, 12, 5], 16, seed=seed)
-    mask[0, 10:] = 2  # the first row packs two documents
-    generator = torch.Generator().manual_seed(seed)
-    chosen = (torch.rand(ids.shape, generator=generator) < 0.3) & mask.bool()
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "token_type_ids": torch.zeros_like(ids),
-        "labels": labels,
-        "sample_index": torch.arange(5),
-    }
 
 
 def test_layout_is_unpad_input_plus_the_masked_tokens():
@@ -97,8 +80,8 @@ def test_a_layout_given_ahead_changes_no_number(tiny_config, backend):
     assert accuracy.compute() == inline.get_metrics(is_train=True)["MaskedAccuracy"].compute()
 
 
-# flex's kernel is a higher-order op, which a dispatch mode cannot look into: the GPU test below
-# and the compile test cover it.
+# flex's kernel is a higher-order op, which a dispatch mode cannot look into: the GPU test
+# (tests/test_gpu_step.py) and the compile test cover it.
 @pytest.mark.parametrize("backend", [name for name in CPU_BACKENDS if name != "flex"])
 def test_the_step_runs_no_op_that_would_sync_a_gpu(tiny_config, backend):
     model = MLMComposerModel(MosaicBertForMaskedLM(tiny_config(attention_backend=backend)))
@@ -164,28 +147,6 @@ def test_compiled_training_matches_eager_and_stops_recompiling(tiny_config, back
     # Sizes become dynamic after the first change: later batches reuse the graphs.
     assert counters["stats"]["unique_graphs"] == graphs_after_warmup
     torch._dynamo.reset()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["sdpa", "flex", "flash_attn"])
-def test_cuda_step_does_not_synchronize(tiny_config, backend):
-    if (reason := backend_unavailable_reason(backend)) is not None:
-        pytest.skip(reason)
-    config = tiny_config(attention_backend=backend, **GPU_SIZES)
-    model = MLMComposerModel(MosaicBertForMaskedLM(config)).cuda()
-    host_batch = with_layout(packed_mlm_batch())
-    batch = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in host_batch.items()}
-    batch = layout_to_device(batch)  # as the Trainer's microbatch transform does
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        step(model, batch)  # warm-up: first-call work (kernel loading, caches) may sync
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            step(model, batch)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_moving_a_layout_traces_without_a_graph_break():

@@ -245,7 +245,10 @@ def flex_attention(
     def alibi(score, b, h, q_idx, kv_idx):
         return score - slopes[h] * (q_idx - kv_idx).abs()
 
-    attend = _compiled_flex_attention() if query.device.type == "cuda" else eager_flex
+    # FlexAttention's CUDA kernel exists only compiled: an eager model compiles this call alone,
+    # a compiled model traces the plain function into its own graph.
+    compile_alone = query.device.type == "cuda" and not torch.compiler.is_compiling()
+    attend = _compiled_flex_attention() if compile_alone else eager_flex
     q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, T, dim)
     out = attend(q, k, v, score_mod=alibi, block_mask=block_mask)
     return out.squeeze(0).transpose(0, 1)

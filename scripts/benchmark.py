@@ -8,7 +8,8 @@ python scripts/benchmark.py --device cpu --preset mini --microbatch 8 --steps 3 
 import argparse
 from pathlib import Path
 
-from mosaic_pretrain.bench.training_step import BenchmarkPlan, run_benchmark, write_results
+from mosaic_pretrain.bench.step_results import write_results
+from mosaic_pretrain.bench.training_step import BenchmarkPlan, run_benchmark
 
 
 def main() -> None:

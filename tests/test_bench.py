@@ -40,11 +40,8 @@ def test_data_benchmark_measures_every_path():
 
 
 def test_training_step_benchmark_runs_every_configuration_and_the_trainer_path(tmp_path):
-    from mosaic_pretrain.bench.training_step import (
-        BenchmarkPlan,
-        run_benchmark,
-        write_results,
-    )
+    from mosaic_pretrain.bench.step_results import write_results
+    from mosaic_pretrain.bench.training_step import BenchmarkPlan, run_benchmark
 
     plan = BenchmarkPlan(
         device="cpu",

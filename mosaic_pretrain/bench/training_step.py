@@ -34,6 +34,12 @@ from pathlib import Path
 
 import torch
 
+from mosaic_pretrain.bench.step_results import (
+    StepResult,
+    add_bare_step_ratio,
+    empty_result,
+    fastest_backend,
+)
 from mosaic_pretrain.bench.timing import device_description, time_steps
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
@@ -52,25 +58,6 @@ ROW_KINDS = {
     "paragraphs": "shipped public-domain corpus, one paragraph per row",
     "documents": "shipped public-domain corpus, one chapter-sized document per row",
 }
-
-
-@dataclass
-class StepResult:
-    model: str
-    backend: str
-    compiled: bool
-    microbatch: int
-    step_ms: float | None  # median
-    tokens_per_s: float | None  # real (non-padding) tokens
-    mfu: float | None  # against the bf16 spec peak
-    mfu_vs_matmul_ceiling: float | None
-    peak_mem_gib: float | None
-    step_ms_min: float | None = None
-    real_tokens_per_step: float | None = None
-    status: str = "ok"
-    # MosaicBERT's BatchLayout: "host" = worked out before the step, as the Trainer does (no
-    # host-device sync in the step); "inline" = found by the model inside the step.
-    layout: str = "n/a"
 
 
 def write_benchmark_corpus(folder: Path, rows: str, max_documents: int | None = None) -> Path:
@@ -134,6 +121,16 @@ def sample_pool(mds: Path, rows: int, seq_len: int) -> dict[str, torch.Tensor]:
     return {name: torch.cat([part[name] for part in parts])[:rows] for name in names}
 
 
+def pool_description(pool: dict[str, torch.Tensor], rows: str) -> dict:
+    """The data lines of a result's header: what the rows are, their fill, the masked share."""
+    real = pool["attention_mask"].ne(0)
+    return {
+        "data": f"{ROW_KINDS[rows]} (bert-base-uncased, truncated), 30% masked",
+        "fill": float(real.float().mean()),
+        "masked_fraction_of_real_tokens": float(pool["labels"].ne(-100).sum() / real.sum()),
+    }
+
+
 def batches_from_pool(pool: dict, microbatch: int, count: int) -> list[dict]:
     """`count` batches of `microbatch` consecutive rows, wrapping around the pool."""
     total = len(pool["input_ids"])
@@ -148,7 +145,10 @@ def bf16_peak_flops(device: torch.device) -> float | None:
     """The device's dense bf16 spec peak from Composer's table; None when unknown (or CPU)."""
     if device.type != "cuda":
         return None
-    from composer.callbacks.speed_monitor import GPU_AVAILABLE_FLOPS
+    try:
+        from composer.callbacks.speed_monitor import GPU_AVAILABLE_FLOPS
+    except Exception:  # Composer refusing this torch can fail in any way; MFU (spec) is then n/a
+        return None
 
     name = torch.cuda.get_device_name(device).lower()
     if "h200" in name:
@@ -194,6 +194,23 @@ def with_host_layouts(batches: list[dict], device: torch.device) -> list[dict]:
     ]
 
 
+# The update each step times. Composer's DecoupledAdamW is what training uses; torch's AdamW (the
+# same per-parameter arithmetic, decay not scaled by the learning rate) stands in where Composer
+# cannot be imported, e.g. on a machine whose torch is newer than Composer's pin.
+OPTIMIZERS = ("decoupled_adamw", "adamw")
+
+
+def make_optimizer(name: str, parameters) -> torch.optim.Optimizer:
+    options = dict(lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+    if name == "decoupled_adamw":
+        from composer.optim import DecoupledAdamW
+
+        return DecoupledAdamW(parameters, **options)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, **options)
+    raise ValueError(f"optimizer={name!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
 def _training_step(model, optimizer, batches: list[dict], device: torch.device):
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -216,15 +233,14 @@ def measure(
     device: torch.device,
     steps: int,
     warmup: int,
-    peaks: tuple[float | None, float],
+    peaks: tuple[float | None, float | None],
     preset: str = "base",
     overrides: dict | None = None,
     compile_backend: str = "inductor",
     layout: str = "host",
+    optimizer: str = "decoupled_adamw",
 ) -> StepResult:
     """One configuration on `batches` (already on `device`)."""
-    from composer.optim import DecoupledAdamW
-
     microbatch = len(batches[0]["input_ids"])
     layout = layout if name == "mosaic_bert" else "n/a"
     shape = dict(
@@ -232,7 +248,7 @@ def measure(
     )
     reason = backend_unavailable_reason(backend) if name == "mosaic_bert" else None
     if reason is not None:
-        return StepResult(**shape, **_empty(), status=f"skipped: {reason}")
+        return empty_result(**shape, status=f"skipped: {reason}", optimizer=optimizer)
     torch.manual_seed(0)
     model = build_model(name, backend, preset, overrides or {}).to(device).train()
     flops = [training_flops(model.config, batch) for batch in batches]
@@ -240,7 +256,7 @@ def measure(
     runnable = torch.compile(model, backend=compile_backend) if compiled else model
     if layout == "host":
         batches = with_host_layouts(batches, device)
-    optimizer = DecoupledAdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+    optimizer_name, optimizer = optimizer, make_optimizer(optimizer, model.parameters())
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -249,7 +265,7 @@ def measure(
             _training_step(runnable, optimizer, batches, device), steps, warmup, device
         )
     except torch.cuda.OutOfMemoryError:
-        return StepResult(**shape, **_empty(), status="out of memory")
+        return empty_result(**shape, status="out of memory", optimizer=optimizer_name)
     finally:
         peak_mem = (
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -268,16 +284,11 @@ def measure(
         step_ms=step_s * 1000,
         tokens_per_s=mean_tokens / step_s,
         mfu=mean_flops / step_s / spec_peak if spec_peak else None,
-        mfu_vs_matmul_ceiling=mean_flops / step_s / ceiling,
+        mfu_vs_matmul_ceiling=mean_flops / step_s / ceiling if ceiling else None,
         peak_mem_gib=peak_mem,
         step_ms_min=min(times),
         real_tokens_per_step=mean_tokens,
-    )
-
-
-def _empty() -> dict:
-    return dict(
-        step_ms=None, tokens_per_s=None, mfu=None, mfu_vs_matmul_ceiling=None, peak_mem_gib=None
+        optimizer=optimizer_name,
     )
 
 
@@ -312,6 +323,68 @@ def largest_microbatch(
     return fits
 
 
+def end_to_end_recipe(
+    mds: Path,
+    preset: str,
+    backend: str,
+    microbatch: int,
+    seq_len: int,
+    batches: int,
+    window: int,
+    device: torch.device,
+    save_folder: Path,
+    compiled: bool = False,
+    num_workers: int = 0,
+    overrides: dict | None = None,
+) -> dict:
+    """A `mosaic-pretrain train` recipe: MosaicBERT on `mds` for `batches` batches, with
+    Composer's SpeedMonitor averaging over `window` batches and one checkpoint at the end."""
+    return {
+        "run_name": "benchmark-end-to-end",
+        "precision": "amp_bf16" if device.type == "cuda" else "fp32",
+        "max_seq_len": seq_len,
+        "model": {
+            "name": "mosaic_bert",
+            "model_config": {
+                "preset": preset,
+                "attention_backend": backend,
+                **(overrides or {}),
+            },
+        },
+        "train_loader": {
+            "dataset": {"local": str(mds), "split": "train", "shuffle": True},
+            "num_workers": num_workers,
+        },
+        "max_duration": f"{batches}ba",
+        "global_train_batch_size": microbatch,
+        "device_train_microbatch_size": microbatch,
+        "save_folder": str(save_folder),
+        "save_interval": f"{batches}ba",
+        "log_to_console": False,
+        "callbacks": {"speed_monitor": {"window_size": window}},
+        **({"compile": {}} if compiled else {}),
+    }
+
+
+def end_to_end_summary(recipe: dict) -> dict:
+    """What a finished run of `recipe` measured: SpeedMonitor's real tokens/s over the last
+    window (warm-up excluded), read from the metrics file in its save folder."""
+    from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
+
+    metrics = read_metrics(Path(recipe["save_folder"]) / METRICS_FILE)
+    series = metrics["throughput/tokens_per_sec"]
+    return {
+        "model": "mosaic_bert",
+        "backend": recipe["model"]["model_config"]["attention_backend"],
+        "compiled": "compile" in recipe,
+        "microbatch": recipe["global_train_batch_size"],
+        "batches": int(recipe["max_duration"].removesuffix("ba")),
+        "window": recipe["callbacks"]["speed_monitor"]["window_size"],
+        "tokens_per_s": series[max(series)],
+        "dataloader_workers": recipe["train_loader"]["num_workers"],
+    }
+
+
 def end_to_end(
     mds: Path,
     preset: str,
@@ -325,54 +398,32 @@ def end_to_end(
     num_workers: int = 0,
     overrides: dict | None = None,
 ) -> dict:
-    """Real tokens/s of `mosaic-pretrain train` (Composer Trainer, streaming loader) on `mds`."""
+    """Real tokens/s of `mosaic-pretrain train` (Composer Trainer, streaming loader) on `mds`,
+    trained in this process."""
     import yaml
 
-    from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
     from mosaic_pretrain.config import load_config
     from mosaic_pretrain.train.run import train
 
     with tempfile.TemporaryDirectory() as scratch:
-        recipe = {
-            "run_name": "benchmark-end-to-end",
-            "precision": "amp_bf16" if device.type == "cuda" else "fp32",
-            "max_seq_len": seq_len,
-            "model": {
-                "name": "mosaic_bert",
-                "model_config": {
-                    "preset": preset,
-                    "attention_backend": backend,
-                    **(overrides or {}),
-                },
-            },
-            "train_loader": {
-                "dataset": {"local": str(mds), "split": "train", "shuffle": True},
-                "num_workers": num_workers,
-            },
-            "max_duration": f"{batches}ba",
-            "global_train_batch_size": microbatch,
-            "device_train_microbatch_size": microbatch,
-            "save_folder": f"{scratch}/run",
-            "save_interval": f"{batches}ba",
-            "log_to_console": False,
-            "callbacks": {"speed_monitor": {"window_size": window}},
-            **({"compile": {}} if compiled else {}),
-        }
+        recipe = end_to_end_recipe(
+            mds,
+            preset,
+            backend,
+            microbatch,
+            seq_len,
+            batches,
+            window,
+            device,
+            Path(scratch) / "run",
+            compiled=compiled,
+            num_workers=num_workers,
+            overrides=overrides,
+        )
         path = Path(scratch) / "recipe.yaml"
         path.write_text(yaml.safe_dump(recipe))
-        trainer = train(load_config(path))
-        trainer.close()
-        series = read_metrics(Path(scratch) / "run" / METRICS_FILE)["throughput/tokens_per_sec"]
-    return {
-        "model": "mosaic_bert",
-        "backend": backend,
-        "compiled": compiled,
-        "microbatch": microbatch,
-        "batches": batches,
-        "window": window,
-        "tokens_per_s": series[max(series)],  # the last window: warm-up excluded
-        "dataloader_workers": num_workers,
-    }
+        train(load_config(path)).close()
+        return end_to_end_summary(recipe)
 
 
 @dataclass
@@ -462,11 +513,7 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
         "precision": "amp_bf16" if device.type == "cuda" else "fp32",
         "preset": plan.preset,
         "seq_len": plan.seq_len,
-        "data": f"{ROW_KINDS[plan.rows]} (bert-base-uncased, truncated), 30% masked",
-        "fill": float(pool["attention_mask"].ne(0).float().mean()),
-        "masked_fraction_of_real_tokens": float(
-            pool["labels"].ne(-100).sum() / pool["attention_mask"].ne(0).sum()
-        ),
+        **pool_description(pool, plan.rows),
         "peak_bf16_flops": peaks[0],
         "matmul_ceiling_flops": ceiling,
         "largest_microbatch": largest,
@@ -474,102 +521,20 @@ def run_benchmark(plan: BenchmarkPlan) -> dict:
         "results": [asdict(result) for result in results],
     }
     if plan.end_to_end_batches:
-        backend = _fastest_backend(results)
-        record["end_to_end"] = end_to_end(
-            mds,
-            plan.preset,
-            backend,
-            plan.microbatch,
-            plan.seq_len,
-            plan.end_to_end_batches,
-            max(1, plan.end_to_end_batches // 3),
-            device,
-            num_workers=plan.end_to_end_workers,
-            overrides=plan.model_overrides,
+        backend = fastest_backend(results)
+        record["end_to_end"] = add_bare_step_ratio(
+            end_to_end(
+                mds,
+                plan.preset,
+                backend,
+                plan.microbatch,
+                plan.seq_len,
+                plan.end_to_end_batches,
+                max(1, plan.end_to_end_batches // 3),
+                device,
+                num_workers=plan.end_to_end_workers,
+                overrides=plan.model_overrides,
+            ),
+            results,
         )
-        bare = [
-            r
-            for r in results
-            if r.model == "mosaic_bert"
-            and r.backend == backend
-            and not r.compiled
-            and r.layout == "host"
-            and r.microbatch == plan.microbatch
-            and r.tokens_per_s
-        ]
-        if bare:
-            record["end_to_end"]["bare_step_tokens_per_s"] = bare[0].tokens_per_s
-            record["end_to_end"]["ratio_to_bare_step"] = (
-                record["end_to_end"]["tokens_per_s"] / bare[0].tokens_per_s
-            )
     return record
-
-
-def _fastest_backend(results: list[StepResult]) -> str:
-    eager = [
-        r
-        for r in results
-        if r.model == "mosaic_bert" and not r.compiled and r.layout == "host" and r.tokens_per_s
-    ]
-    return max(eager, key=lambda r: r.tokens_per_s).backend if eager else "sdpa"
-
-
-def _number(value, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
-def _percent(value) -> str:
-    return _number(None if value is None else 100 * value, ".1f")
-
-
-def results_markdown(record: dict) -> str:
-    spec_peak = record["peak_bf16_flops"]
-    lines = [
-        f"# Training step: MosaicBERT-{record['preset']} vs Hugging Face BERT, "
-        f"sequence length {record['seq_len']}",
-        "",
-        f"Device: {record['device']}; driver {record['driver']}; torch {record['torch']} "
-        f"(CUDA {record['cuda']}); triton {record['triton']}; {record['date']}; "
-        f"{record['precision']}.",
-        "",
-        f"Data: {record['data']}; fill {100 * record['fill']:.1f}% of positions are real tokens. "
-        f"Peaks: bf16 spec {_number(spec_peak and spec_peak / 1e12, '.1f') or 'n/a'} TFLOP/s, "
-        f"measured matmul ceiling {record['matmul_ceiling_flops'] / 1e12:.1f} TFLOP/s.",
-        "",
-        "| model | backend | compiled | layout | microbatch | step ms (median) | real tokens/s "
-        "| MFU (spec) | MFU (matmul ceiling) | peak GiB | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in record["results"]:
-        lines.append(
-            f"| {row['model']} | {row['backend']} | {row['compiled']} | {row['layout']} | "
-            f"{row['microbatch']} | "
-            f"{_number(row['step_ms'], '.1f')} | {_number(row['tokens_per_s'], ',.0f')} | "
-            f"{_percent(row['mfu'])} | {_percent(row['mfu_vs_matmul_ceiling'])} | "
-            f"{_number(row['peak_mem_gib'], '.2f')} | {row['status']} |"
-        )
-    if record.get("largest_microbatch"):
-        lines += [
-            "",
-            "Largest microbatch that fits: "
-            + ", ".join(f"{key} {value}" for key, value in record["largest_microbatch"].items()),
-        ]
-    if "end_to_end" in record:
-        e2e = record["end_to_end"]
-        ratio = e2e.get("ratio_to_bare_step")
-        lines += [
-            "",
-            f"End to end (`mosaic-pretrain train`, {e2e['backend']}, microbatch "
-            f"{e2e['microbatch']}, {e2e['dataloader_workers']} loader workers): "
-            f"{e2e['tokens_per_s']:,.0f} real tokens/s"
-            + (f", {100 * ratio:.0f}% of the bare step." if ratio else "."),
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(record: dict, out: Path) -> tuple[Path, Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out.with_suffix(".json"), out.with_suffix(".md")
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    markdown_path.write_text(results_markdown(record))
-    return json_path, markdown_path

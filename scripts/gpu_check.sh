@@ -12,9 +12,11 @@
 # timeout) and 200 batches through `python -m mosaic_pretrain train`; and writes six files to
 # OUT (training_step.json/.md, versions.json, pytest_gpu.log, gpu_check.log, summary.md) and
 # the results to benchmarks/results/. Parts, budgets and options: the docstring of
-# mosaic_pretrain/bench/gpu_check.py, and --help. PYTHON picks the interpreter (default python3:
-# the one with torch).
+# mosaic_pretrain/bench/gpu_check.py, and --help. PYTHON picks the interpreter (default: the
+# repository's .venv if there is one, else python3, the one with torch on a GPU image).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python3}" -m mosaic_pretrain.bench.gpu_check "$@"
+default_python=python3
+[ -x .venv/bin/python ] && default_python=.venv/bin/python
+exec "${PYTHON:-$default_python}" -m mosaic_pretrain.bench.gpu_check "$@"

@@ -142,3 +142,15 @@ def test_a_part_past_its_timeout_is_killed_and_one_without_time_is_not_started(t
     assert runner.run("late", sleeper, budget_s=60, floor_s=300).status.startswith("skipped: ")
     failing = [sys.executable, "-c", "raise SystemExit('no such kernel')"]
     assert runner.run("bad", failing, 10, 0).status == "failed (exit 1): no such kernel"
+
+
+def test_a_python_without_torch_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from mosaic_pretrain.bench import gpu_check
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path / "out")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("gpu_check: error: ") and "has no torch" in line
+    assert not (tmp_path / "out").exists()  # nothing written, nothing to read back

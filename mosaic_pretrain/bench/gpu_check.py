@@ -13,7 +13,8 @@ them on (`bash scripts/gpu_check.sh --out DIR`, from the repository root):
    not (its 0.32 pins torch<2.7.1), the check says so and goes on without it: the step
    benchmark times torch's AdamW instead of Composer's DecoupledAdamW (each row names its
    optimizer) and only the end-to-end Trainer run is skipped.
-3. pytest_gpu (beside data, which is CPU work): `pytest -m gpu` on the test files that hold GPU
+3. pytest_gpu (after the probe, beside data, which is CPU work and starts with the probe):
+   `pytest -m gpu` on the test files that hold GPU
    tests (bf16 agreement of every backend with eager, no host-device sync in the step).
 4. step: the training step of MosaicBERT-Base (sdpa, flex, flash_attn if importable) and the
    Hugging Face BERT baseline, microbatch 256 at sequence length 128, eager first, then, after
@@ -26,7 +27,8 @@ them on (`bash scripts/gpu_check.sh --out DIR`, from the repository root):
 6. results: `training_step.{json,md}` (the benchmark's format, `step_results.py`),
    `versions.json`, `pytest_gpu.log`, `gpu_check.log` and `summary.md` in the output folder
    (six files, flat: what a lent machine can send back), the two results also under
-   `benchmarks/results/`; the summary is printed last. It exits 0 with whatever it measured.
+   `benchmarks/results/`; the summary is printed last. It exits 0 with whatever it measured (2,
+   at once, only when its Python has no torch).
 
 Each part has a budget (its timeout) and a floor (it starts only with that much left before the
 overall deadline, 570 s, which keeps 30 s of the 10 minutes for the machine and the transfer);
@@ -37,25 +39,27 @@ and 2.13 CPU builds, no GPU), per part of the dry run: probe 12-18 s (most of it
 transformers and Composer), pytest collection of the two GPU test files 19-26 s, data 19-26 s
 (the whole corpus: 25 s, of which 15 s writing MDS), an eager step subprocess 11-20 s (start-up
 and building the model: the steps themselves are milliseconds), the end-to-end run 28-37 s
-(start-up, Trainer, checkpoint), an aot_eager-compiled step 20-35 s; installing the 32 wheels
+(start-up, Trainer, checkpoint), an aot_eager-compiled step 20-35 s; installing the 31 wheels
 into a folder 5 s. The H200 machine has 16 cores, so those start-up costs should be lower
 there; the budgets keep them at 2-4x what was measured. Inductor was measured too: the one-layer
-mini model on this CPU takes about a minute a compile (C++ code generation on 2 busy cores) and
-MosaicBERT compiles twice in the warm-up (static shapes, then dynamic ones once the token count
-changes; the baseline, padded, compiles once), counted by dynamo on the real batches.
+mini model on this CPU takes about a minute a compile (C++ code generation on 2 busy cores).
+MosaicBERT is compiled for dynamic sizes at once (`dynamic=True`, as `train` does), so it
+compiles once in the warm-up; before that it compiled twice (static shapes, then dynamic ones
+once the token count changed), counted by dynamo on the real batches. The padded baseline
+compiles once.
 Guesses, not measured: the GPU step (from its FLOPs: ~40% of the 32,768 positions are real
 tokens, ~8 TFLOP a MosaicBERT-Base step, tens of ms on an H200, so 25 steps are seconds) and
-inductor on Base with Triton on 16 cores (40-70 s a compile, so 100-140 s for MosaicBERT, ~60 s
-for the baseline; flex, even "eager", compiles its attention kernels on CUDA: ~30 s more).
+inductor on Base with Triton on 16 cores (40-70 s a compile, ~60 s for the baseline; flex, even
+"eager", compiles its attention kernels on CUDA: ~30 s more).
 Expected: install 10 + probe 15 + max(data, pytest) 30 + eager sdpa 20, flex 50, baseline 20 +
-end-to-end 55 + compiled sdpa 130, baseline 70, flex 160 = 560 s of the 570: the deadline, if
-the guesses are short, takes the last compiled configuration (flex) rather than the rest.
+end-to-end 55 + compiled sdpa 80, baseline 70, flex 110 = 460 s of the 570; if the guesses are
+short, the deadline takes the last compiled configuration (flex) rather than the rest.
 
-Steps: 5 of warm-up (covering both compiles and the first-call costs) and 20 timed, each timed
-by CUDA events around one step: the median of 20 on a dedicated GPU is stable to well under 1%,
-and 20 steps cover each of the 16 distinct batches at least once, so the mean work per step is
-that of the whole pool. No largest-microbatch search: each size would be another subprocess
-and, compiled, another compile.
+Steps: 5 of warm-up (the compile, a recompile if any, and the first-call costs) and 20 timed,
+each timed by CUDA events around one step (each row keeps the fastest step beside the median,
+so the first run shows how stable 20 are), and 20 steps cover each of the 16 distinct batches
+at least once, so the mean work per step is that of the whole pool. No largest-microbatch
+search: each size would be another subprocess and, compiled, another compile.
 
 `--dry-run` runs the same sequence on the CPU at tiny size (mini preset, one layer, microbatch
 4, sequence length 32, 1 + 2 steps, 4 end-to-end batches, compiled with dynamo's `eager`
@@ -69,6 +73,7 @@ transformers (through the model package) and Composer at 7-10 s each, on 2 share
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -268,19 +273,19 @@ class GpuCheck:
         command += ["--no-compile", "--upgrade", "--target", str(self.site), *map(str, found)]
         self.runner.run("install", command, *self.budget("install"))
 
-    def run_probe(self) -> None:
-        outcome = self.runner.run("probe", self.worker("probe"), *self.budget("probe"))
-        if outcome.ok:
+    def probe_data_and_gpu_tests(self) -> None:
+        """The pool is CPU work, beside the probe and then beside the GPU tests; the probe's
+        matmul ceiling and the GPU tests do not overlap, so the ceiling is the GPU's alone. Each
+        part is a Python start-up importing torch and transformers, seconds on its own."""
+        data = self.runner.start("data", self.worker("data"), *self.budget("data"))
+        probed = self.runner.run("probe", self.worker("probe"), *self.budget("probe"))
+        if probed.ok:
             self.probe = json.loads((self.scratch / PROBE_FILE).read_text())
         (self.out / "versions.json").write_text(
-            json.dumps(self.probe or {"probe": outcome.status}, indent=2) + "\n"
+            json.dumps(self.probe or {"probe": probed.status}, indent=2) + "\n"
         )
         for line in version_lines(self.probe):
             self.runner.say(line)
-
-    def data_and_gpu_tests(self) -> None:
-        """The pool is CPU work and the GPU tests barely load the CPU: run them side by side."""
-        data = self.runner.start("data", self.worker("data"), *self.budget("data"))
         tests = self.runner.start(
             "pytest_gpu", pytest_command(), *self.budget("pytest_gpu"), self.out / "pytest_gpu.log"
         )
@@ -353,8 +358,7 @@ class GpuCheck:
     def run(self, wheels: Path) -> dict:
         (self.scratch / PLAN_FILE).write_text(json.dumps(asdict(self.plan), indent=2))
         self.install(wheels)
-        self.run_probe()
-        self.data_and_gpu_tests()
+        self.probe_data_and_gpu_tests()
         everything = configurations(self.plan)
         for model, backend, compiled in everything:
             if not compiled:
@@ -508,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="the same sequence, tiny, on the CPU, no wheels"
     )
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("torch") is None:  # nothing can be measured: say so, plainly
+        print(
+            f"gpu_check: error: {sys.executable} has no torch; run it with a Python that has torch "
+            "(PYTHON=/path/to/python bash scripts/gpu_check.sh ...)",
+            file=sys.stderr,
+        )
+        return 2
     plan = DRY_PLAN if args.dry_run else GPU_PLAN
     if args.deadline_s is not None:
         plan = replace(plan, deadline_s=args.deadline_s)

@@ -143,9 +143,9 @@ def sdpa_attention(
 def _compiled_flex_attention() -> Callable:
     from torch.nn.attention.flex_attention import flex_attention
 
-    # The unpadded length changes every batch; torch.compile marks it dynamic after the first
-    # recompile instead of specializing on each length.
-    return torch.compile(flex_attention)
+    # The unpadded length changes every batch: compiled for dynamic sizes at once, rather than
+    # for the first batch's and again once torch sees the length change.
+    return torch.compile(flex_attention, dynamic=True)
 
 
 # FlexAttention's tile: the kernels skip or fully compute BLOCK x BLOCK tiles of the score matrix.

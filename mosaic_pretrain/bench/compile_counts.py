@@ -9,7 +9,6 @@ run. The compiled region is the Composer model's forward (Composer compiles `sta
 graph break anywhere in the step's forward, and any guard that fails on a later batch, is seen.
 """
 
-import json
 import logging
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mosaic_pretrain.bench.records import write_record
 from mosaic_pretrain.bench.timing import device_description
 
 RECOMPILE_LOGGER = "torch._dynamo"
@@ -194,8 +194,4 @@ def results_markdown(record: dict) -> str:
 
 
 def write_results(record: dict, out: Path) -> tuple[Path, Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out.with_suffix(".json"), out.with_suffix(".md")
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    markdown_path.write_text(results_markdown(record))
-    return json_path, markdown_path
+    return write_record(record, out, results_markdown(record))

@@ -6,9 +6,10 @@ the JSON and markdown of whatever its subprocesses measured, in the same format 
 `scripts/benchmark.py`.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from mosaic_pretrain.bench.records import write_record
 
 
 @dataclass
@@ -152,8 +153,4 @@ def _end_to_end_line(e2e: dict) -> str:
 
 
 def write_results(record: dict, out: Path) -> tuple[Path, Path]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, markdown_path = out.with_suffix(".json"), out.with_suffix(".md")
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
-    markdown_path.write_text(results_markdown(record))
-    return json_path, markdown_path
+    return write_record(record, out, results_markdown(record))

@@ -1,4 +1,7 @@
+import gc
 import json
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
 from mosaic_pretrain.errors import DataError
-from tests.data_helpers import corpus_texts, write_jsonl
+from tests.data_helpers import corpus_texts, shared_memory_of, write_jsonl
 
 QUIET = dict(progress=False, log=lambda line: None)
 TEXTS = corpus_texts(60)
@@ -238,3 +241,62 @@ def test_resume_with_dataloader_workers(converted, bert_tokenizer):
     for got, expected in zip(resumed, uninterrupted, strict=True):
         assert torch.equal(got["sample_index"], expected["sample_index"])
         assert torch.equal(got["input_ids"], expected["input_ids"])
+
+
+def test_a_released_dataset_frees_its_shared_memory(converted, bert_tokenizer):
+    """Streaming frees a dataset's shared memory only at interpreter exit; every dataset of a
+    long process (an ablation, a test session) kept its descriptors until the open-file limit
+    was hit. Released, nothing of it stays named or open, the resume state's segment included."""
+    state = None
+    for resumed in (False, True):
+        data = dataset(converted / "tokens", bert_tokenizer, shuffle=True, batch_size=8)
+        loader = build_mlm_dataloader(data, MLMCollator(bert_tokenizer, 0.3, 64), batch_size=8)
+        if resumed:
+            loader.load_state_dict(state)
+        collect(loader, batches=2)
+        state = loader.state_dict()
+        before = shared_memory_of(data)
+        assert len(before["named"]) >= 6 and before["held"]
+        data.release_shared_memory()
+        assert shared_memory_of(data) == {"named": [], "held": []}
+
+
+def _release_in_child(data) -> None:
+    data.release_shared_memory()
+
+
+def test_only_the_process_that_built_a_dataset_releases_it(converted, bert_tokenizer):
+    """A dataloader worker holds a copy of the dataset: its release must not unlink the segments
+    the main process still uses."""
+    data = dataset(converted / "tokens", bert_tokenizer, batch_size=8)
+    child = multiprocessing.get_context("fork").Process(target=_release_in_child, args=(data,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert len(shared_memory_of(data)["named"]) >= 6
+    loader = build_mlm_dataloader(data, MLMCollator(bert_tokenizer, 0.3, 64), batch_size=8)
+    assert len(collect(loader)) == 7
+    data.release_shared_memory()
+
+
+def test_a_second_release_leaves_a_newer_dataset_alone(converted, bert_tokenizer):
+    """Released segment names are free for the next dataset; a repeated release (the explicit
+    one, then the dropped dataset's own) must not unlink the newcomer's."""
+    first = dataset(converted / "tokens", bert_tokenizer, batch_size=8)
+    first.release_shared_memory()
+    second = dataset(converted / "tokens", bert_tokenizer, batch_size=8)
+    expected = shared_memory_of(second)
+    first.release_shared_memory()
+    del first
+    assert shared_memory_of(second) == expected
+    loader = build_mlm_dataloader(second, MLMCollator(bert_tokenizer, 0.3, 64), batch_size=8)
+    assert len(collect(loader)) == 7
+    second.release_shared_memory()
+
+
+def test_a_dropped_dataset_frees_its_shared_memory(converted, bert_tokenizer):
+    data = dataset(converted / "tokens", bert_tokenizer, batch_size=8)
+    prefix = f"{data._shm_prefix_int:06}_"
+    del data
+    gc.collect()
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]

@@ -13,6 +13,7 @@ from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.train.export import load_composer_weights
 from mosaic_pretrain.train.run import RESOLVED_CONFIG, train
+from tests.data_helpers import shared_memory_of
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 # Small and quick: a 1-layer mini model, short runs, no console noise.
@@ -41,8 +42,14 @@ def run(corpus, tmp_path, *overrides):
     trainer = train(config)
     weights = {k: v.detach().clone() for k, v in trainer.state.model.state_dict().items()}
     metrics = {k: float(v.compute()) for k, v in trainer.state.eval_metrics.get("eval", {}).items()}
+    datasets = [trainer.state.train_dataloader.dataset]
+    datasets += [evaluator.dataloader.dataloader.dataset for evaluator in trainer.state.evaluators]
     trainer.close()
-    del trainer
+    # Closing the Trainer frees its datasets' shared memory (ReleaseDataMemory), which streaming
+    # would keep until the interpreter exits.
+    for dataset in datasets:
+        assert shared_memory_of(dataset) == {"named": [], "held": []}
+    del trainer, datasets
     gc.collect()
     return weights, metrics
 
@@ -225,12 +232,22 @@ def _poison_loss(monkeypatch, at_batch: int, factor: float):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    import mosaic_pretrain.train.run as run_module
     from mosaic_pretrain.callbacks.loss_guard import NumericalFault
 
     _poison_loss(monkeypatch, at_batch=3, factor=float("nan"))
+    build_trainer, built = run_module.build_trainer, []
+
+    def recording_build_trainer(*args):
+        built.append(build_trainer(*args))
+        return built[-1]
+
+    monkeypatch.setattr(run_module, "build_trainer", recording_build_trainer)
     with pytest.raises(NumericalFault, match=r"the loss is nan while training batch 3;") as caught:
         run(corpus, tmp_path, "max_duration=6ba", "eval_interval=6ba", "save_interval=2ba")
     assert "\n" not in str(caught.value)
+    # The failed run's Trainer, which the caller never gets, was closed: its data freed.
+    assert shared_memory_of(built[0].trainer.state.train_dataloader.dataset)["named"] == []
     folder = tmp_path / "checkpoints"
     assert sorted(p.name for p in folder.glob("ep*.pt")) == ["ep0-ba2-rank0.pt"]
     weights = load_composer_weights(folder / "ep0-ba2-rank0.pt")

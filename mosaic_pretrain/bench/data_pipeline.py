@@ -119,6 +119,8 @@ def run_data_benchmark(
                     "tokens_per_s": round(tokens / seconds),
                 }
             )
+        for dataset in datasets.values():
+            dataset.release_shared_memory()
     return {
         "device": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -117,6 +117,7 @@ def sample_pool(mds: Path, rows: int, seq_len: int) -> dict[str, torch.Tensor]:
                 break
         if collected == collected_before:
             raise ValueError(f"{mds} holds fewer than {chunk} documents")
+    dataset.release_shared_memory()
     names = ("input_ids", "attention_mask", "token_type_ids", "labels")
     return {name: torch.cat([part[name] for part in parts])[:rows] for name in names}
 

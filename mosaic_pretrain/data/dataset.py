@@ -6,11 +6,16 @@ truncated to `max_seq_len` tokens including the tokenizer's special tokens, so b
 identical samples.
 """
 
+import atexit
+import gc
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 from streaming import StreamingDataLoader, StreamingDataset
+from streaming.base.shared import SharedMemory as StreamingSharedMemory
+from streaming.base.shared import _get_path as shared_memory_name
 from transformers import PreTrainedTokenizerBase
 
 from mosaic_pretrain.data.collator import MLMCollator, Sample
@@ -112,6 +117,7 @@ class MLMStreamingDataset(StreamingDataset):
         split: str | None = None,
         **streaming_kwargs,
     ):
+        self._built_in_pid = os.getpid()  # see release_shared_memory
         self.prefix, self.suffix = special_token_frame(tokenizer)
         special = len(self.prefix) + len(self.suffix)
         if max_seq_len <= special:
@@ -142,6 +148,45 @@ class MLMStreamingDataset(StreamingDataset):
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.content_tokens = max_seq_len - special
+
+    def release_shared_memory(self) -> None:
+        """Free streaming's shared memory for this dataset now, not at interpreter exit.
+
+        Streaming closes a dataset's shared memory (its prefix registration, barrier, epoch
+        counter, cache and shard tables, resume state) only when the interpreter exits, and
+        every later dataset keeps open handles to the segments it probes while choosing its own
+        prefix. Every dataset built in a long-lived process (an ablation's runs, a test session)
+        therefore kept a dozen or more file descriptors and its /dev/shm segments, and enough of
+        them exhaust the process's open-file limit. This closes every handle in this process to
+        this dataset's segments (streaming's included) and unlinks those it created. Call it
+        once the dataset is done with (the Trainer's close does, through `ReleaseDataMemory`).
+        """
+        self._release(search_process=True)
+
+    def __del__(self) -> None:
+        try:
+            super().__del__()
+            # Cheap here (no search of the process's objects): what the dataset itself holds.
+            self._release(search_process=False)
+        except Exception:  # at interpreter exit modules may be gone; streaming's atexit frees
+            pass
+
+    def _release(self, search_process: bool) -> None:
+        # Only the process that built the dataset releases: a dataloader worker's copy must not
+        # unlink what the main process still uses. Only once: the freed names may be taken by a
+        # later dataset, whose segments a second release would unlink.
+        if getattr(self, "_built_in_pid", None) != os.getpid():
+            return
+        if getattr(self, "_shared_memory_released", False) or not hasattr(self, "_locals_shm"):
+            return
+        self._shared_memory_released = True
+        memories = {id(memory): memory for memory in _held_shared_memory(self)}
+        if search_process:
+            prefix = shared_memory_name(self._shm_prefix_int, "")
+            memories.update((id(memory), memory) for memory in _process_shared_memory(prefix))
+        for memory in memories.values():
+            atexit.unregister(memory.cleanup)
+            memory.cleanup()
 
     def get_item(self, sample_id: int, retry: int = 7) -> Sample:
         try:
@@ -176,6 +221,40 @@ class MLMStreamingDataset(StreamingDataset):
                 if cut == len(text) or len(ids) >= self.content_tokens + TOKEN_MARGIN:
                     return ids[: self.content_tokens]
             budget *= 2
+
+
+def _process_shared_memory(prefix: str) -> list[StreamingSharedMemory]:
+    """Every streaming shared memory object alive in this process whose segment name starts
+    with `prefix`, including those only streaming's exit handlers still reference (the
+    resume state read back, other datasets' probes)."""
+    found = []
+    for candidate in gc.get_objects():
+        if isinstance(candidate, StreamingSharedMemory):
+            segment = getattr(candidate, "shm", None)
+            if segment is not None and segment.name.lstrip("/").startswith(prefix):
+                found.append(candidate)
+    return found
+
+
+def _held_shared_memory(dataset: StreamingDataset) -> list[StreamingSharedMemory]:
+    """Streaming's shared memory objects held by `dataset`: its attributes, and the attributes
+    of those (streaming's shared arrays, scalars and barrier each wrap one), found by type so a
+    streaming release that adds one is still covered."""
+    found = []
+    for value in vars(dataset).values():
+        if isinstance(value, StreamingSharedMemory):
+            found.append(value)
+            continue
+        for inner in getattr(value, "__dict__", {}).values():
+            if isinstance(inner, StreamingSharedMemory):
+                found.append(inner)
+            else:
+                found += [
+                    memory
+                    for memory in getattr(inner, "__dict__", {}).values()
+                    if isinstance(memory, StreamingSharedMemory)
+                ]
+    return found
 
 
 def _last_whitespace(text: str, end: int) -> int:

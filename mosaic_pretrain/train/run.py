@@ -48,15 +48,22 @@ def train(config: PretrainConfig) -> Trainer:
     stopper = GracefulStop()
     built = build_trainer(config, stopper)
     trainer = built.trainer
-    _fit(trainer, config)
-    if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
-        save_hf_directory(built.model.model.eval(), built.tokenizer, export_folder)
-    if built.glue_sweeps is not None:  # the final point, and the sweeps still to run or wait for
-        with stopper.listening():
-            stopped = stopper.requested is not None
-            built.glue_sweeps.finish(trainer.state, trainer.logger, stopped=stopped)
-    if stopper.requested is not None:
-        raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
+    try:
+        _fit(trainer, config)
+        if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
+            save_hf_directory(built.model.model.eval(), built.tokenizer, export_folder)
+        if built.glue_sweeps is not None:  # the final point, and the sweeps still to run
+            with stopper.listening():
+                stopped = stopper.requested is not None
+                built.glue_sweeps.finish(trainer.state, trainer.logger, stopped=stopped)
+        if stopper.requested is not None:
+            raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
+    except BaseException:
+        # The caller never gets this Trainer to close: close it here (loggers flushed, loader
+        # workers stopped, the datasets' shared memory freed) rather than at interpreter exit,
+        # which in a process that goes on (an ablation's next run) is much later.
+        trainer.close()
+        raise
     return trainer
 
 

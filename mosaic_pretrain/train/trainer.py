@@ -7,6 +7,7 @@ from composer import Trainer
 from composer.utils import dist
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.data_memory import ReleaseDataMemory
 from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.run_record import RunRecord
@@ -84,6 +85,7 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
                 build_loss_guard(config.loss_guard),
                 stopper,
                 RunRecord(recipe_record(config)),
+                ReleaseDataMemory(),
                 *([glue_sweeps] if glue_sweeps is not None else []),
             ],
             loggers=build_loggers(config.loggers, run_folder(config)),

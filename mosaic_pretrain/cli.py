@@ -217,6 +217,36 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"exported to {export_checkpoint(args.checkpoint, args.out_dir, args.recipe)}")
 
 
+def _add_import(subparsers: argparse._SubParsersAction) -> None:
+    imported = subparsers.add_parser(
+        "import",
+        help="turn MosaicML's published MosaicBERT weights into one of our model directories",
+        description="Reads a MosaicBERT masked-LM model in MosaicML's layout (a directory like "
+        "the hub's mosaicml/mosaic-bert-base, a Composer checkpoint of MosaicML's BERT benchmark "
+        "code, or a hub name) and writes config, safetensors weights and tokenizer to OUT_DIR. "
+        "The source is only read.",
+    )
+    imported.add_argument("source", help="model directory, Composer checkpoint (.pt) or hub name")
+    imported.add_argument("out_dir", help="new directory to write")
+    imported.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer to save with it (default: the source's own, else bert-base-uncased, "
+        "which MosaicML's published models use)",
+    )
+    imported.add_argument(
+        "--config", default=None, help="the model's config.json, if not in the source"
+    )
+    imported.set_defaults(handler=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.train.import_weights import import_mosaic_bert
+
+    written = import_mosaic_bert(args.source, args.out_dir, args.tokenizer, args.config)
+    print(f"imported to {written}")
+
+
 def _add_glue(subparsers: argparse._SubParsersAction) -> None:
     glue = subparsers.add_parser(
         "glue",
@@ -406,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_import(subparsers)
     _add_glue(subparsers)
     _add_ablate(subparsers)
     _add_pareto(subparsers)

@@ -229,7 +229,9 @@ def _process_shared_memory(prefix: str) -> list[StreamingSharedMemory]:
     resume state read back, other datasets' probes)."""
     found = []
     for candidate in gc.get_objects():
-        if isinstance(candidate, StreamingSharedMemory):
+        # `type`, not `isinstance`: the latter reads `__class__`, which raises on a dead weak
+        # proxy and warns on deprecated objects, and the process holds both kinds.
+        if type(candidate) is StreamingSharedMemory:
             segment = getattr(candidate, "shm", None)
             if segment is not None and segment.name.lstrip("/").startswith(prefix):
                 found.append(candidate)

@@ -180,11 +180,11 @@ class MLMStreamingDataset(StreamingDataset):
         if getattr(self, "_shared_memory_released", False) or not hasattr(self, "_locals_shm"):
             return
         self._shared_memory_released = True
-        memories = {id(memory): memory for memory in _held_shared_memory(self)}
-        if search_process:
-            prefix = shared_memory_name(self._shm_prefix_int, "")
-            memories.update((id(memory), memory) for memory in _process_shared_memory(prefix))
-        for memory in memories.values():
+        if search_process:  # what the dataset holds carries its prefix too
+            memories = _process_shared_memory(shared_memory_name(self._shm_prefix_int, ""))
+        else:
+            memories = _held_shared_memory(self)
+        for memory in memories:
             atexit.unregister(memory.cleanup)
             memory.cleanup()
 
@@ -239,23 +239,14 @@ def _process_shared_memory(prefix: str) -> list[StreamingSharedMemory]:
 
 
 def _held_shared_memory(dataset: StreamingDataset) -> list[StreamingSharedMemory]:
-    """Streaming's shared memory objects held by `dataset`: its attributes, and the attributes
-    of those (streaming's shared arrays, scalars and barrier each wrap one), found by type so a
+    """Streaming's shared memory objects held by `dataset` within three attribute levels (its
+    shared arrays, scalars and barrier wrap theirs one or two levels down), found by type so a
     streaming release that adds one is still covered."""
-    found = []
-    for value in vars(dataset).values():
-        if isinstance(value, StreamingSharedMemory):
-            found.append(value)
-            continue
-        for inner in getattr(value, "__dict__", {}).values():
-            if isinstance(inner, StreamingSharedMemory):
-                found.append(inner)
-            else:
-                found += [
-                    memory
-                    for memory in getattr(inner, "__dict__", {}).values()
-                    if isinstance(memory, StreamingSharedMemory)
-                ]
+    found, level = [], [dataset]
+    for _ in range(3):
+        values = [value for owner in level for value in getattr(owner, "__dict__", {}).values()]
+        found += [value for value in values if type(value) is StreamingSharedMemory]
+        level = [value for value in values if type(value) is not StreamingSharedMemory]
     return found
 
 

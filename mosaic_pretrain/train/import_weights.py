@@ -159,19 +159,19 @@ def mapped_weights(original: dict[str, torch.Tensor], model: torch.nn.Module, so
     return renamed
 
 
-def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     for name in WEIGHT_FILES:
         path = directory / name
         if path.is_file():
             if path.suffix == ".safetensors":
                 try:
-                    return load_file(str(path)), path
+                    return load_file(str(path))
                 except Exception as error:  # safetensors raises its own error types
                     raise CheckpointError(
                         f"{path} is not a readable safetensors file ({type(error).__name__}); "
                         "download it again"
                     ) from None
-            return load_checkpoint(path, mmap=False), path
+            return load_checkpoint(path, mmap=False)
     raise CheckpointError(
         f"{directory} holds no weights ({' or '.join(WEIGHT_FILES)}); point import at the "
         "model's directory"
@@ -194,7 +194,7 @@ def read_source(source: Path, config_path: Path | None) -> tuple[dict, dict, Pat
     """(original config, original weights, a directory that may hold a tokenizer)."""
     if source.is_dir():
         config_file = config_path or source / "config.json"
-        weights, _ = _read_weights(source)
+        weights = _read_weights(source)
         tokenizer_dir = source
     elif source.is_file():
         state = load_checkpoint(source, mmap=False)
@@ -273,6 +273,5 @@ def import_mosaic_bert(
             "(--tokenizer)"
         )
     model = MosaicBertForMaskedLM(config)
-    model.load_state_dict(mapped_weights(weights, model, str(path)))
-    model.tie_weights()
+    model.load_state_dict(mapped_weights(weights, model, str(path)))  # in place: ties stay
     return save_hf_directory(model.eval(), chosen, out_dir)

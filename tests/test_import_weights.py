@@ -20,6 +20,7 @@ import mosaic_pretrain.model  # noqa: F401  (registers our Auto classes)
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.data.tokenizer import BUNDLED_VOCABULARIES
 from mosaic_pretrain.errors import CheckpointError
+from mosaic_pretrain.model import MosaicBertForMaskedLM
 from mosaic_pretrain.train.import_weights import import_mosaic_bert
 from tests.conftest import make_ids
 
@@ -345,3 +346,19 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path):
 
 def test_a_missing_local_path_is_not_taken_for_a_hub_name(tmp_path):
     _one_line_error(tmp_path, "./models/mosaic-bert", r"models/mosaic-bert does not exist")
+
+
+def test_one_of_our_own_directories_is_pointed_to_where_it_is_used(tmp_path, tiny_config):
+    ours = tmp_path / "src"
+    MosaicBertForMaskedLM(tiny_config()).save_pretrained(ours)
+    _one_line_error(
+        tmp_path, ours, r"already a mosaic-pretrain model .*model\.pretrained_model_name"
+    )
+
+
+def test_one_of_our_own_checkpoints_is_pointed_to_export(tmp_path):
+    state = {"model": {}, "callbacks": {"RunRecord": {"recipe": {}, "version": "0.1.0"}}}
+    torch.save({"state": state}, tmp_path / "ep0-ba2-rank0.pt")
+    _one_line_error(
+        tmp_path, tmp_path / "ep0-ba2-rank0.pt", r"checkpoint of mosaic-pretrain train.*export"
+    )

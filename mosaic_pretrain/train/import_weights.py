@@ -27,6 +27,7 @@ from mosaic_pretrain.data.tokenizer import load_tokenizer
 from mosaic_pretrain.errors import CheckpointError, MosaicPretrainError
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
 from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX, save_hf_directory
+from mosaic_pretrain.train.resume import run_record
 from mosaic_pretrain.train.safe_load import load_checkpoint
 
 # MosaicML's published models ship no tokenizer files: they were trained with this one.
@@ -91,6 +92,12 @@ def _listed(names, limit: int = 4) -> str:
 
 def config_from_original(original: dict, source: str) -> MosaicBertConfig:
     """Our config for an original MosaicBERT `config.json` (transformers' BertConfig fields)."""
+    if original.get("model_type") == MosaicBertConfig.model_type:
+        raise CheckpointError(
+            f"{source} is already a mosaic-pretrain model (model_type "
+            f"{MosaicBertConfig.model_type!r}): use it as it is, e.g. as "
+            "model.pretrained_model_name; import reads MosaicML's published MosaicBERT models"
+        )
     if original.get("model_type") != "bert" or "alibi_starting_size" not in original:
         raise CheckpointError(
             f"{source} is not a MosaicBERT config (needs model_type 'bert' and "
@@ -205,6 +212,11 @@ def read_source(source: Path, config_path: Path | None) -> tuple[dict, dict, Pat
                 f"{source} is not a Composer checkpoint (no state.model in it); pass a Composer "
                 "checkpoint or a model directory"
             ) from None
+        if run_record(state) is not None:
+            raise CheckpointError(
+                f"{source} is a checkpoint of mosaic-pretrain train, not of MosaicML's code: "
+                f"write its model directory with `mosaic-pretrain export {source} OUT_DIR`"
+            )
         if config_path is None:
             return _composer_config(state, source), weights, None
         config_file = config_path

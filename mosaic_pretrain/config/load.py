@@ -226,6 +226,16 @@ def _model_problems(config: PretrainConfig) -> list[str]:
     from mosaic_pretrain.model.configuration import PRESETS, MosaicBertConfig
 
     model_config = config.model.model_config
+    if config.model.use_pretrained:
+        if config.model.name.value != "hf_bert":
+            return [
+                "model.use_pretrained is MosaicML's hf_bert key; to start mosaic_bert from "
+                "weights set model.init_from=DIR (a directory of mosaic-pretrain export or import)"
+            ]
+        if config.model.init_from is not None:
+            return ["set model.init_from or model.use_pretrained, not both"]
+        if config.model.pretrained_model_name is None:
+            return ["model.use_pretrained needs model.pretrained_model_name (the weights' name)"]
     if config.model.name.value == "hf_bert":
         feed_forward = [
             key for key in ("ffn_activation", "ffn_param_matched")

@@ -66,7 +66,16 @@ class ModelConfigSection:
 @dataclass
 class ModelSection:
     name: ModelName = ModelName.mosaic_bert
-    pretrained_model_name: str | None = None  # tokenizer or weights to start from, by name
+    # A published BERT (bert-base-uncased, bert-large-uncased, ...) whose sizes the model takes;
+    # MosaicBERT's recipes set it to the tokenizer name. Sizes only: weights come from init_from.
+    pretrained_model_name: str | None = None
+    # Weights to start from (ours), weights only: the optimizer, schedule and step count start
+    # anew. A directory of `mosaic-pretrain export` or `import` (or a run's export_folder), or for
+    # hf_bert a transformers BERT directory (save_pretrained) or hub name. It must hold the
+    # recipe's model (sizes, feed-forward, vocabulary, tokenizer): a difference is an error.
+    init_from: str | None = None
+    # MosaicML's hf_bert key: true starts from the weights of pretrained_model_name.
+    use_pretrained: bool = False
     tokenizer_name: str | None = None  # default: the top-level tokenizer_name
     model_config: ModelConfigSection = field(default_factory=ModelConfigSection)
 

@@ -59,15 +59,15 @@ def model_vocab_size(tokenizer: PreTrainedTokenizerBase) -> int:
 def model_config_for(
     tokenizer: PreTrainedTokenizerBase, preset: str = "base", **overrides
 ) -> MosaicBertConfig:
-    """A MosaicBERT config sized for `tokenizer`, which it records (saved in config.json)."""
-    return MosaicBertConfig.from_preset(
-        preset,
-        vocab_size=model_vocab_size(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        tokenizer_name=tokenizer.name_or_path,
-        tokenizer_vocab_size=len(tokenizer),
-        **overrides,
-    )
+    """A MosaicBERT config sized for `tokenizer`, which it records (saved in config.json); a
+    `vocab_size` among the overrides replaces the tokenizer's rounded size."""
+    sized = {
+        "vocab_size": model_vocab_size(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "tokenizer_name": tokenizer.name_or_path,
+        "tokenizer_vocab_size": len(tokenizer),
+    }
+    return MosaicBertConfig.from_preset(preset, **{**sized, **overrides})
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -8,7 +8,7 @@ import torch
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.core import DataSpec, Evaluator
 from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
-from transformers import PreTrainedTokenizerBase
+from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
 from mosaic_pretrain.callbacks.gate_ranges import GateRangeMonitor
 from mosaic_pretrain.callbacks.loss_guard import LossGuard
@@ -30,9 +30,10 @@ from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
 from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
+from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_config_like
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
+from mosaic_pretrain.train.init_weights import init_source, load_initial_model
 from mosaic_pretrain.train.microbatches import (
     count_tokens,
     layout_to_device,
@@ -53,29 +54,51 @@ def build_tokenizer(config: PretrainConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(config.model.tokenizer_name or config.tokenizer_name)
 
 
-def build_model(section: ModelSection, tokenizer: PreTrainedTokenizerBase, low_precision_ln: bool):
-    """MosaicBERT (sized by preset and overrides, or loaded from a directory) or the baseline."""
-    model_config = section.model_config
-    overrides = model_config.overrides()
+def _preset(section: ModelSection) -> str:
+    """The size preset: a published BERT named as pretrained_model_name selects its own."""
+    source = section.pretrained_model_name
+    if source is None:
+        return section.model_config.preset
+    if source in BERT_SIZES:
+        return BERT_SIZES[source]
+    if section.use_pretrained:  # the weights' own name: the recipe's sizes are checked on them
+        return section.model_config.preset
+    if Path(source).is_dir():
+        if (Path(source) / "config.json").is_file():
+            raise ConfigError(
+                f"model.pretrained_model_name={source} holds a model, but the key selects the "
+                f"sizes of a published BERT only; to start from its weights set "
+                f"model.init_from={source}"
+            )
+        return section.model_config.preset  # a tokenizer directory (recipes set it so)
+    raise ConfigError(
+        f"model.pretrained_model_name={source!r} is neither a local directory nor one of "
+        f"{', '.join(BERT_SIZES)} (whose sizes it selects)"
+    )
+
+
+def model_config(section: ModelSection, tokenizer: PreTrainedTokenizerBase, low_precision_ln: bool):
+    """The config of the model the recipe trains: MosaicBERT's, or the baseline BERT's."""
+    overrides = section.model_config.overrides()
     if low_precision_ln:
         overrides.setdefault("low_precision_layernorm", True)
-    source = section.pretrained_model_name
-    preset = model_config.preset
-    if source is not None and Path(source).is_dir():
-        if section.name is not ModelName.mosaic_bert:
-            raise ConfigError("model.pretrained_model_name as a directory needs mosaic_bert")
-        return MosaicBertForMaskedLM.from_pretrained(source, **overrides)
-    if source is not None:
-        if source not in BERT_SIZES:
-            raise ConfigError(
-                f"model.pretrained_model_name={source!r} is neither a local directory nor one of "
-                f"{', '.join(BERT_SIZES)} (whose sizes it selects)"
-            )
-        preset = BERT_SIZES[source]
-    config = model_config_for(tokenizer, preset, **overrides)
-    if section.name is ModelName.hf_bert:
-        return hf_bert_for_masked_lm(config)
-    return MosaicBertForMaskedLM(config)
+    config = model_config_for(tokenizer, _preset(section), **overrides)
+    return hf_bert_config_like(config) if section.name is ModelName.hf_bert else config
+
+
+def build_model(
+    section: ModelSection,
+    tokenizer: PreTrainedTokenizerBase,
+    low_precision_ln: bool,
+    initial_weights: bool = True,
+):
+    """MosaicBERT (sized by preset and overrides) or the baseline, holding the weights of
+    `model.init_from` when set and `initial_weights` (not for a model a checkpoint will fill)."""
+    config = model_config(section, tokenizer, low_precision_ln)
+    model_class = BertForMaskedLM if section.name is ModelName.hf_bert else MosaicBertForMaskedLM
+    if initial_weights and init_source(section) is not None:
+        return load_initial_model(model_class, config, section, tokenizer)
+    return model_class(config)
 
 
 def _ensure_builtin_corpus(dataset: DatasetSection) -> None:

@@ -12,7 +12,6 @@ readable by the safe loader, of this model and compatible with this recipe; the 
 `callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside for it).
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -121,14 +120,10 @@ def device_problems(config: PretrainConfig) -> list[str]:
 
 
 def _attention_backend(config: PretrainConfig) -> str | None:
-    """The backend the recipe names, or the one saved with the weights it starts from."""
+    """The backend the recipe names (a run started from weights uses the recipe's too)."""
     if config.model.name is not ModelName.mosaic_bert:
         return None
-    named = config.model.model_config.attention_backend
-    source = config.model.pretrained_model_name
-    if named is None and source is not None and (Path(source) / "config.json").is_file():
-        return json.loads((Path(source) / "config.json").read_text()).get("attention_backend")
-    return named
+    return config.model.model_config.attention_backend
 
 
 def _check_glue_sweep(config: PretrainConfig, problems: Problems) -> None:
@@ -148,16 +143,18 @@ def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> 
             f"{tokenizer.name_or_path!r} ({len(tokenizer)} tokens); remove the key to size it "
             f"from the tokenizer ({model_vocab_size(tokenizer)})"
         )
-    source = config.model.pretrained_model_name
-    if source is not None and (Path(source) / "config.json").is_file():
-        from transformers import AutoConfig
+    problems.attempt(_check_initial_weights, config, tokenizer, problems)
 
-        saved = AutoConfig.from_pretrained(source).vocab_size
-        if saved < len(tokenizer):
-            problems.add(
-                f"model.pretrained_model_name={source} has vocab_size {saved}, smaller than "
-                f"tokenizer {tokenizer.name_or_path!r} ({len(tokenizer)} tokens)"
-            )
+
+def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems) -> None:
+    """The weights of model.init_from (or use_pretrained) fit the recipe's model."""
+    from mosaic_pretrain.train.builders import model_config
+    from mosaic_pretrain.train.init_weights import init_problems
+
+    low_precision = config.algorithms.fused_layernorm is not None
+    recipe_model = model_config(config.model, tokenizer, low_precision)
+    for problem in init_problems(config.model, recipe_model, tokenizer):
+        problems.add(problem)
 
 
 def _check_data(
@@ -228,7 +225,9 @@ def _check_checkpoint_model(
         name.removeprefix(COMPOSER_MODEL_PREFIX): tuple(tensor.shape)
         for name, tensor in state["state"]["model"].items()
     }
-    model = build_model(config.model, tokenizer, config.algorithms.fused_layernorm is not None)
+    model = build_model(
+        config.model, tokenizer, config.algorithms.fused_layernorm is not None, False
+    )
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     differing = sorted(
         name for name in set(saved) | set(expected) if saved.get(name) != expected.get(name)

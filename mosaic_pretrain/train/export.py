@@ -59,7 +59,12 @@ def export_checkpoint(
         )
     config = load_config(recipe)
     tokenizer = build_tokenizer(config)
-    model = build_model(config.model, tokenizer, config.algorithms.fused_layernorm is not None)
+    model = build_model(
+        config.model,
+        tokenizer,
+        config.algorithms.fused_layernorm is not None,
+        initial_weights=False,  # the checkpoint's weights replace them
+    )
     weights = load_composer_weights(checkpoint)
     expected = set(model.state_dict())
     missing = sorted(expected - set(weights))

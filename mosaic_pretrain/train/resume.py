@@ -6,10 +6,11 @@ freely. Everything that defines the function the model computes can never change
 feed-forward activation, low-precision LayerNorm and the tokenizer (the weights and the data
 would no longer fit, or the same weights would mean another network). The attention backend is
 operational: every backend computes the same function within dtype tolerance and owns no
-weights, so a run may move to a machine with flash-attn (or without it). Every other key (the
-optimizer, schedule, seed, batch size, masking, sequence length, ...) changes the run it
-continues, so a change must be asked for by name in `resume_allow_changes` (e.g. a new learning
-rate: `resume_allow_changes=[optimizer.lr]`).
+weights, so a run may move to a machine with flash-attn (or without it). So are the weights a
+run started from (`model.init_from`): a resumed run takes its weights from the checkpoint. Every
+other key (the optimizer, schedule, seed, batch size, masking, sequence length, ...) changes the
+run it continues, so a change must be asked for by name in `resume_allow_changes` (e.g. a new
+learning rate: `resume_allow_changes=[optimizer.lr]`).
 """
 
 import logging
@@ -34,7 +35,7 @@ FREE = (
     "device_eval_batch_size", "device_train_microbatch_size", "max_duration", "data_local",
     "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
     "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",
-    "model.model_config.attention_backend",
+    "model.model_config.attention_backend", "model.init_from", "model.use_pretrained",
 )  # fmt: skip
 NEVER = (
     "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",

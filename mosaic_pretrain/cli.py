@@ -208,13 +208,20 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="a Composer checkpoint (.pt) written by train")
     export.add_argument("out_dir", help="new directory to write")
     export.add_argument("--recipe", default=None, help="the run's recipe, if not beside it")
+    export.add_argument(
+        "--with-code",
+        action="store_true",
+        help="also write the model's code, so transformers loads the directory with "
+        "trust_remote_code=True where mosaic_pretrain is not installed",
+    )
     export.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> None:
     from mosaic_pretrain.train.export import export_checkpoint
 
-    print(f"exported to {export_checkpoint(args.checkpoint, args.out_dir, args.recipe)}")
+    written = export_checkpoint(args.checkpoint, args.out_dir, args.recipe, args.with_code)
+    print(f"exported to {written}")
 
 
 def _add_import(subparsers: argparse._SubParsersAction) -> None:

@@ -158,6 +158,7 @@ def test_an_imported_model_computes_the_original_function(tmp_path, weights):
     before = digest(source)
     out = import_mosaic_bert(str(source), tmp_path / "ours")
     assert digest(source) == before  # the source is only read
+    assert f"`mosaic-pretrain import` of {source}" in (out / "README.md").read_text()
     ids, mask = make_ids([12, 7, 9], 12, vocab_size=1000, seed=3)
     state = original_state_dict()
     expected = original_logits(state, ids, mask)

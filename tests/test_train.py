@@ -139,6 +139,12 @@ def test_train_command_reports_bad_recipes_in_one_line(capsys):
     assert err.count("\n") == 1 and "Did you mean: 'lr'?" in err
 
 
+def load_config_text(text: str, tmp_path: Path):
+    path = tmp_path / "card_recipe.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
 def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -176,6 +182,23 @@ def test_export_gives_a_directory_transformers_loads_with_the_same_logits(corpus
             ).eval()
             assert torch.equal(loaded(**batch).logits, expected), folder
     trainer.close()
+    series = read_metrics(tmp_path / "checkpoints" / METRICS_FILE)
+    for folder in ("exported", "hf"):  # the model card says how it was made and how to load it
+        card = (tmp_path / folder / "README.md").read_text()
+        assert "| trained for | 2 batches, 16 samples, " in card
+        assert (
+            f"| last eval MLM loss | {series['metrics/eval/LanguageCrossEntropy'][2]:.4f}" in card
+        )
+        assert "mosaic-pretrain 0." in card and "import mosaic_pretrain.model" in card
+        assert "--with-code" in card  # how to share it without the package
+        recipe = card.split("```yaml\n")[1].split("```")[0]
+        assert load_config_text(recipe, tmp_path) == config
+    assert main(["export", str(checkpoint), str(tmp_path / "shared"), "--with-code"]) == 0
+    shared = tmp_path / "shared"
+    assert "auto_map" in json.loads((shared / "config.json").read_text())
+    assert (shared / "modeling.py").is_file() and "trust_remote_code=True" in (
+        shared / "README.md"
+    ).read_text()
     with pytest.raises(CheckpointError, match="already exists"):
         export_checkpoint(checkpoint, tmp_path / "exported")
     broken = tmp_path / "checkpoints" / "broken.pt"

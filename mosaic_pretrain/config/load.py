@@ -205,6 +205,11 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
         config.callbacks.gate_range_monitor.batch_log_interval >= 1,
         "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
     )
+    check(
+        not (config.export_with_code and config.model.name.value == "hf_bert"),
+        "export_with_code applies to mosaic_bert only (transformers loads hf_bert's BERT export "
+        "without code); remove it",
+    )
     problems += _model_problems(config)
     problems += _glue_sweep_problems(config, world_size)
     if problems:

@@ -271,6 +271,8 @@ class PretrainConfig:
     load_path: str | None = None  # checkpoint to resume from
     # At the end of training, write a Hugging Face directory here (may contain {run_name}; ours).
     export_folder: str | None = None
+    # Also write the model's code into the export, for trust_remote_code=True (mosaic_bert; ours).
+    export_with_code: bool = False
     autoresume: bool = False  # continue from the latest checkpoint in save_folder
     # Write into a save_folder that already holds checkpoints of another run (ours).
     save_overwrite: bool = False

@@ -3,13 +3,14 @@ spent, one per line. `train` runs the same checks first.
 
 Covered: the recipe (YAML, keys, types, cross-key rules); the precision and attention backend can
 run on this machine's device (the Trainer's: the GPU when torch sees one, else the CPU); the
-tokenizer loads and its vocabulary
-fits the model; each loader's local data (index readable, shards present at their recorded sizes,
-pre-tokenized with this tokenizer; with `--verify-hashes` also every shard's contents against the
-index's hashes); the save folder is writable and holds no other run's checkpoints; the export
-folder is free; the checkpoint a run would continue (`autoresume` or `load_path`) is complete,
-readable by the safe loader, of this model and compatible with this recipe; the GLUE sweep of
-`callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside for it).
+tokenizer loads and its vocabulary fits the model; the weights of `model.init_from` hold the
+recipe's model; each loader's local data (index readable, shards present at their recorded
+sizes, pre-tokenized with this tokenizer; with `--verify-hashes` also every shard's contents
+against the index's hashes); the save folder is writable and holds no other run's
+checkpoints; the export folder is free; the checkpoint a run would continue (`autoresume` or
+`load_path`) is complete, readable by the safe loader, of this model and compatible with this
+recipe; the GLUE sweep of `callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside
+for it).
 """
 
 import os

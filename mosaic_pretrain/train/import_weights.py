@@ -23,10 +23,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.run_record import code_version
 from mosaic_pretrain.data.tokenizer import load_tokenizer
 from mosaic_pretrain.errors import CheckpointError, MosaicPretrainError
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
 from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX, save_hf_directory
+from mosaic_pretrain.train.model_card import ModelCard, model_shape
 from mosaic_pretrain.train.resume import run_record
 from mosaic_pretrain.train.safe_load import load_checkpoint
 
@@ -286,4 +288,14 @@ def import_mosaic_bert(
         )
     model = MosaicBertForMaskedLM(config)
     model.load_state_dict(mapped_weights(weights, model, str(path)))  # in place: ties stay
-    return save_hf_directory(model.eval(), chosen, out_dir)
+    card = ModelCard(
+        title=f"{source} (imported by mosaic-pretrain)",
+        model_type=config.model_type,
+        parameters=sum(parameter.numel() for parameter in model.parameters()),
+        shape=model_shape(config),
+        tokenizer=f"{chosen.name_or_path} ({len(chosen):,} tokens)",
+        made_by=f"`mosaic-pretrain import` of {source}, MosaicML's MosaicBERT weights renamed to "
+        "this layout (every tensor used, none changed)",
+        code_version=code_version(),
+    )
+    return save_hf_directory(model.eval(), chosen, out_dir, card)

@@ -2,16 +2,18 @@
 
 import errno
 import logging
+from pathlib import Path
 
 from composer import Trainer
 from composer.utils import dist, reproducibility
 
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
+from mosaic_pretrain.callbacks.run_record import code_version
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
 from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.checkpoints import repair_checkpoint_folder
-from mosaic_pretrain.train.export import RESOLVED_CONFIG, save_hf_directory
+from mosaic_pretrain.train.export import RESOLVED_CONFIG, run_card, save_hf_directory
 from mosaic_pretrain.train.folders import (
     disk_full_message,
     free_export_folder,
@@ -20,7 +22,7 @@ from mosaic_pretrain.train.folders import (
     signal_exit_code,
     stopped_message,
 )
-from mosaic_pretrain.train.trainer import build_trainer
+from mosaic_pretrain.train.trainer import BuiltRun, build_trainer
 
 __all__ = ["RESOLVED_CONFIG", "run_folder", "train"]
 
@@ -51,7 +53,7 @@ def train(config: PretrainConfig) -> Trainer:
     try:
         _fit(trainer, config)
         if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
-            save_hf_directory(built.model.model.eval(), built.tokenizer, export_folder)
+            _export(config, built, export_folder)
         if built.glue_sweeps is not None:  # the final point, and the sweeps still to run
             with stopper.listening():
                 stopped = stopper.requested is not None
@@ -65,6 +67,21 @@ def train(config: PretrainConfig) -> Trainer:
         trainer.close()
         raise
     return trainer
+
+
+def _export(config: PretrainConfig, built: BuiltRun, folder: Path) -> None:
+    model, timestamp = built.model.model.eval(), built.trainer.state.timestamp
+    trained = {
+        "batches": timestamp.batch.value,
+        "samples": timestamp.sample.value,
+        "tokens": timestamp.token.value,
+    }
+    made_by = "`mosaic-pretrain train` (exported at the end of training)"
+    card = run_card(
+        config, model, built.tokenizer, made_by, trained, run_folder(config), code_version(),
+        config.export_with_code,
+    )  # fmt: skip
+    save_hf_directory(model, built.tokenizer, folder, card, config.export_with_code)
 
 
 def _fit(trainer: Trainer, config: PretrainConfig) -> None:

@@ -4,6 +4,7 @@ the weights really load, and every source that cannot fill the recipe's model is
 import gc
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,16 +89,18 @@ def problems(config) -> str:
 
 
 def test_a_mosaic_bert_directory_fills_the_recipe_model(tmp_path, bert_tokenizer):
-    source = mosaic_source(bert_tokenizer, tmp_path / "source")
-    model = built(recipe(tmp_path, f"model.init_from={source}"), bert_tokenizer)
+    source = mosaic_source(bert_tokenizer, tmp_path / "source", attention_backend="eager")
+    lower = "model.model_config.low_precision_layernorm=true"
+    model = built(recipe(tmp_path, f"model.init_from={source}", lower), bert_tokenizer)
     saved = MosaicBertForMaskedLM.from_pretrained(source)
     assert model.state_dict().keys() == saved.state_dict().keys()
     for name, tensor in saved.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     # tied as trained: one tensor, so an update of the embeddings moves the decoder too
     assert model.head.decoder.weight is model.bert.embeddings.word_embeddings.weight
-    # the recipe's choices that do not change the function are the recipe's
-    assert model.config.attention_backend == "auto"
+    # the recipe's choices that do not change what the weights mean are the recipe's
+    assert model.config.attention_backend == "auto"  # saved: eager
+    assert model.config.low_precision_layernorm  # saved: off
 
 
 def test_hf_bert_starts_from_a_bert_pretraining_checkpoint(tmp_path, bert_tokenizer):
@@ -111,7 +114,6 @@ def test_hf_bert_starts_from_a_bert_pretraining_checkpoint(tmp_path, bert_tokeni
     saved = BertForPreTraining.from_pretrained(source).state_dict()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
-    assert model.config._attn_implementation == "sdpa"
 
 
 def test_use_pretrained_is_mosaicmls_name_for_it(tmp_path, bert_tokenizer):
@@ -170,6 +172,34 @@ def test_other_sizes_name_each_difference_and_the_preset_that_fits(tmp_path, ber
     whole.model.model_config.num_hidden_layers = None  # the preset's
     for problem in ("hidden_size 256 (recipe: 768)", "set model.model_config.preset=mini"):
         assert problem in problems(whole)
+
+
+def test_the_preset_hint_names_what_the_preset_leaves_out(tmp_path):
+    source = bert_source(tmp_path / "bert", num_hidden_layers=4)  # mini's sizes, BERT's vocab
+    config = recipe(
+        tmp_path, *HF_BERT, f"model.init_from={source}", "model.model_config.preset=base"
+    )
+    config.model.model_config.num_hidden_layers = None
+    message = problems(config)
+    assert "set model.model_config.preset=mini model.model_config.vocab_size=30522" in message
+
+
+def test_an_untied_decoder_is_another_function(tmp_path):
+    source = bert_source(tmp_path / "bert", tie_word_embeddings=False)
+    config = recipe(
+        tmp_path, *HF_BERT, f"model.init_from={source}", "model.model_config.vocab_size=30522"
+    )
+    assert "tie_word_embeddings False (recipe: True, which hf_bert fixes)" in problems(config)
+
+
+def test_an_encoder_without_its_masked_lm_head(tmp_path, bert_tokenizer):
+    """What a GLUE sweep saves for the tasks that start from MNLI: the encoder and its pooler."""
+    torch.manual_seed(0)
+    model = MosaicBertForMaskedLM(model_config_for(bert_tokenizer, "mini", num_hidden_layers=1))
+    encoder = save_hf_directory(model.bert, bert_tokenizer, tmp_path / "encoder")
+    config = recipe(tmp_path, f"model.init_from={encoder}")
+    with pytest.raises(CheckpointError, match="holds an encoder without the masked-LM head"):
+        built(config, bert_tokenizer)
 
 
 def test_another_feed_forward_is_another_function(tmp_path, bert_tokenizer):
@@ -284,9 +314,54 @@ def test_use_pretrained_misuse(tmp_path, overrides, expected):
         recipe(tmp_path, *overrides)
 
 
+def test_a_resumed_run_does_not_read_the_weights_it_started_from(
+    tmp_path, tmp_path_factory, bert_tokenizer
+):
+    """Its weights come from the checkpoint: the source may be gone by then, and the recipe
+    need not change."""
+    corpus = tmp_path_factory.getbasetemp() / "init-weights-corpus"
+    source = mosaic_source(bert_tokenizer, tmp_path / "source")
+    common = [f"data_local={corpus}", f"model.init_from={source}", "save_interval=1ba"]
+    first, _ = _first_batch_loss(recipe(tmp_path, *common))
+    shutil.rmtree(source)
+    resumed = recipe(tmp_path, *common, "autoresume=true", "max_duration=2ba")
+    assert check_recipe(resumed) == []
+    trainer = train(resumed)
+    assert trainer.state.timestamp.batch.value == 2
+    trainer.close()
+    series = read_metrics(Path(resumed.save_folder) / METRICS_FILE)
+    assert series["loss/train/total"][0] == first and 1 in series["loss/train/total"]
+
+
+def test_a_checkpoint_of_a_run_sized_by_a_model_directory_still_exports(tmp_path, bert_tokenizer):
+    """Before init_from, pretrained_model_name=DIR gave a run its model's sizes (and weights):
+    the model its checkpoints hold is built from that directory for export and resume."""
+    source = mosaic_source(bert_tokenizer, tmp_path / "source", num_hidden_layers=2)
+    config = recipe(tmp_path, f"model.pretrained_model_name={source}")
+    config.model.model_config.num_hidden_layers = None  # the preset's 4 in a new run
+    model = build_model(config.model, bert_tokenizer, False, initial_weights=False)
+    assert model.config.num_hidden_layers == 2  # the directory's
+
+
 def test_a_resume_may_drop_the_weights_it_started_from(tmp_path, bert_tokenizer):
     """A resumed run's weights come from its checkpoint: the source may be gone by then."""
     source = mosaic_source(bert_tokenizer, tmp_path / "source")
     started = recipe(tmp_path, f"model.init_from={source}")
     record = {"recipe": recipe_record(started), "code_version": "test"}
     check_resume(recipe(tmp_path), tmp_path / "ep0-ba1-rank0.pt", record)
+
+
+def test_a_published_recipe_takes_the_tokenizer_and_weights_of_one_directory(
+    tmp_path, bert_tokenizer
+):
+    """MosaicBERT's recipes set pretrained_model_name to ${tokenizer_name}: naming one export
+    as both tokenizer and init_from is no model directory given as sizes."""
+    published = SMOKE.parent / "mosaic-bert-base.yaml"
+    source = mosaic_source(bert_tokenizer, tmp_path / "source")
+    config = load_config(
+        published, [f"tokenizer_name={source}", f"model.init_from={source}", "precision=fp32"]
+    )
+    assert config.model.pretrained_model_name == str(source)
+    message = problems(config)
+    assert "holds a model, but" not in message
+    assert "holds another model than the recipe's: hidden_size 256 (recipe: 768)" in message

@@ -1,5 +1,6 @@
 """Builders: each turns one section of a validated recipe into the object Composer needs."""
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
 from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_config_like
+from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM, hf_bert_config_like
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.init_weights import init_source, load_initial_model
@@ -39,6 +40,8 @@ from mosaic_pretrain.train.microbatches import (
     layout_to_device,
     split_into_microbatches,
 )
+
+logger = logging.getLogger(__name__)
 
 # Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
 BERT_SIZES = {
@@ -54,6 +57,19 @@ def build_tokenizer(config: PretrainConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(config.model.tokenizer_name or config.tokenizer_name)
 
 
+def _model_directory(section: ModelSection) -> Path | None:
+    """pretrained_model_name as a directory holding a model (not a tokenizer, not the weights
+    init_from already names): before init_from existed such a recipe took the model's sizes
+    and weights from it."""
+    source = section.pretrained_model_name
+    if source is None or source in (section.init_from, section.tokenizer_name):
+        return None
+    if section.use_pretrained or source in BERT_SIZES:
+        return None
+    path = Path(source)
+    return path if (path / "config.json").is_file() else None
+
+
 def _preset(section: ModelSection) -> str:
     """The size preset: a published BERT named as pretrained_model_name selects its own."""
     source = section.pretrained_model_name
@@ -63,13 +79,13 @@ def _preset(section: ModelSection) -> str:
         return BERT_SIZES[source]
     if section.use_pretrained:  # the weights' own name: the recipe's sizes are checked on them
         return section.model_config.preset
+    if _model_directory(section) is not None:
+        raise ConfigError(
+            f"model.pretrained_model_name={source} holds a model, but the key selects the "
+            f"sizes of a published BERT only; to start from its weights set "
+            f"model.init_from={source}"
+        )
     if Path(source).is_dir():
-        if (Path(source) / "config.json").is_file():
-            raise ConfigError(
-                f"model.pretrained_model_name={source} holds a model, but the key selects the "
-                f"sizes of a published BERT only; to start from its weights set "
-                f"model.init_from={source}"
-            )
         return section.model_config.preset  # a tokenizer directory (recipes set it so)
     raise ConfigError(
         f"model.pretrained_model_name={source!r} is neither a local directory nor one of "
@@ -77,11 +93,26 @@ def _preset(section: ModelSection) -> str:
     )
 
 
-def model_config(section: ModelSection, tokenizer: PreTrainedTokenizerBase, low_precision_ln: bool):
-    """The config of the model the recipe trains: MosaicBERT's, or the baseline BERT's."""
+def model_config(
+    section: ModelSection,
+    tokenizer: PreTrainedTokenizerBase,
+    low_precision_ln: bool,
+    filled_by_checkpoint: bool = False,
+):
+    """The config of the model the recipe trains: MosaicBERT's, or the baseline BERT's.
+
+    A checkpoint of a run whose recipe named a model directory as pretrained_model_name (before
+    init_from) holds a model of that directory's config, which it keeps for its export and
+    resume."""
     overrides = section.model_config.overrides()
     if low_precision_ln:
         overrides.setdefault("low_precision_layernorm", True)
+    legacy = _model_directory(section) if filled_by_checkpoint else None
+    if legacy is not None and section.name is ModelName.mosaic_bert:
+        logger.warning(
+            "model sized by model.pretrained_model_name=%s (as before init_from)", legacy
+        )
+        return MosaicBertConfig.from_pretrained(legacy, **overrides)
     config = model_config_for(tokenizer, _preset(section), **overrides)
     return hf_bert_config_like(config) if section.name is ModelName.hf_bert else config
 
@@ -93,8 +124,9 @@ def build_model(
     initial_weights: bool = True,
 ):
     """MosaicBERT (sized by preset and overrides) or the baseline, holding the weights of
-    `model.init_from` when set and `initial_weights` (not for a model a checkpoint will fill)."""
-    config = model_config(section, tokenizer, low_precision_ln)
+    `model.init_from` when set and `initial_weights`; without, the model a checkpoint fills
+    (export, resume, the checkpoint check)."""
+    config = model_config(section, tokenizer, low_precision_ln, not initial_weights)
     model_class = BertForMaskedLM if section.name is ModelName.hf_bert else MosaicBertForMaskedLM
     if initial_weights and init_source(section) is not None:
         return load_initial_model(model_class, config, section, tokenizer)
@@ -181,9 +213,17 @@ def build_scheduler(section: SchedulerSection) -> LinearWithWarmupScheduler:
     return LinearWithWarmupScheduler(t_warmup=section.t_warmup, alpha_f=section.alpha_f)
 
 
-def build_composer_model(config: PretrainConfig, tokenizer) -> MLMComposerModel:
+def build_composer_model(
+    config: PretrainConfig, tokenizer, resumed: bool = False
+) -> MLMComposerModel:
+    """The model to train. A `resumed` run's weights come from its checkpoint, so the weights it
+    started from (model.init_from) are not read again: they may be gone by then."""
     low_precision = config.algorithms.fused_layernorm is not None
-    return MLMComposerModel(build_model(config.model, tokenizer, low_precision))
+    if resumed and init_source(config.model) is not None:
+        logger.info("resuming: the checkpoint's weights replace those of model.init_from")
+    return MLMComposerModel(
+        build_model(config.model, tokenizer, low_precision, initial_weights=not resumed)
+    )
 
 
 def build_callbacks(section: CallbacksSection) -> list:

@@ -62,8 +62,11 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     for problem in device_problems(config):
         problems.add(problem)
     tokenizer = problems.attempt(build_tokenizer, config)
+    checkpoint = checkpoint_to_resume(config, run_folder(config))
     if tokenizer is not None:
         _check_vocabulary(config, tokenizer, problems)
+        if checkpoint is None:  # a resumed run's weights come from its checkpoint
+            problems.attempt(_check_initial_weights, config, tokenizer, problems)
         for name in ("train_loader", "eval_loader"):
             loader = getattr(config, name)
             if loader is not None:
@@ -71,7 +74,6 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     if config.save_folder is not None:
         _check_writable(run_folder(config), "save_folder", problems)
     _check_folders(config, problems)
-    checkpoint = checkpoint_to_resume(config, run_folder(config))
     if checkpoint is not None:
         _check_checkpoint(config, checkpoint, tokenizer, problems)
     _check_glue_sweep(config, problems)
@@ -144,7 +146,6 @@ def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> 
             f"{tokenizer.name_or_path!r} ({len(tokenizer)} tokens); remove the key to size it "
             f"from the tokenizer ({model_vocab_size(tokenizer)})"
         )
-    problems.attempt(_check_initial_weights, config, tokenizer, problems)
 
 
 def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems) -> None:

@@ -2,7 +2,10 @@
 
 The recipe stays the one description of the model: it is built from the recipe's sizes, and the
 source's weights are loaded into it, after a check that the source holds that same network (its
-sizes, feed-forward, LayerNorm epsilon and vocabulary, and, when it carries one, its tokenizer).
+sizes, feed-forward, LayerNorm epsilon, vocabulary, tied decoder and, when it carries one, its
+tokenizer). Dropout, the attention kernel and low-precision LayerNorm are the recipe's: they
+change how the function is computed or regularised, not what the weights mean (a resume keeps
+low-precision LayerNorm only so that a run continues as it began).
 The optimizer, schedule and step count start fresh. Because the recipe alone fixes the model, an
 export or a resume of the run never needs the source again.
 
@@ -32,12 +35,12 @@ SAME_FUNCTION = {
     ModelName.mosaic_bert: (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "intermediate_size", "type_vocab_size", "layer_norm_eps", "ffn_activation",
-        "ffn_param_matched",
+        "ffn_param_matched", "tie_word_embeddings",
     ),
     ModelName.hf_bert: (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "intermediate_size", "type_vocab_size", "layer_norm_eps", "hidden_act",
-        "max_position_embeddings", "position_embedding_type",
+        "max_position_embeddings", "position_embedding_type", "tie_word_embeddings",
     ),
 }  # fmt: skip
 # Keys a recipe sets under model.model_config; the rest follow from the model's kind.
@@ -48,6 +51,7 @@ RECIPE_KEYS = (
 # A BERT checkpoint of the pretraining task (the hub's bert-base-uncased) also holds the pooler
 # and the next-sentence head, which a masked-LM model has no use for.
 UNUSED_BY_MLM = ("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids")
+MLM_HEADS = ("head.", "cls.predictions.")  # ours, BERT's
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
@@ -141,12 +145,16 @@ def _size_hint(saved: PretrainedConfig, differing: list[str], section: ModelSect
     if not settable:
         return f"{section.name.value} cannot continue this model"
     overridden = set(section.model_config.overrides())  # a preset would not change these
+
+    def assignments(fields) -> str:
+        return " ".join(f"model.model_config.{field}={getattr(saved, field)!r}" for field in fields)
+
     for preset, sizes in PRESETS.items():
         matches = all(getattr(saved, field) == size for field, size in sizes.items())
-        if matches and len(settable) > 1 and not overridden & set(settable):
-            return f"set model.model_config.preset={preset}"
-    keys = " ".join(f"model.model_config.{field}={getattr(saved, field)!r}" for field in settable)
-    return f"set {keys}"
+        if matches and len(set(settable) & set(sizes)) > 1 and not overridden & set(settable):
+            rest = [field for field in settable if field not in sizes]
+            return f"set model.model_config.preset={preset} {assignments(rest)}".rstrip()
+    return f"set {assignments(settable)}"
 
 
 def _tokenizer_problem(source: str, tokenizer: PreTrainedTokenizerBase, key: str) -> str | None:
@@ -225,6 +233,12 @@ def load_initial_model(
         transformers_logging.set_verbosity(verbosity)
     unexpected = [name for name in info["unexpected_keys"] if not name.startswith(UNUSED_BY_MLM)]
     missing, mismatched = info["missing_keys"], [name for name, *_ in info["mismatched_keys"]]
+    if missing and all(name.startswith(MLM_HEADS) for name in missing):
+        raise CheckpointError(
+            f"{key}={source} holds an encoder without the masked-LM head (e.g. a GLUE finetune's "
+            "encoder, or a BertModel); pretraining continues from a masked-LM model: an export "
+            "of a pretraining run, an import, or a BertForMaskedLM / BertForPreTraining"
+        )
     if missing or unexpected or mismatched:
         found = [
             f"{label} {', '.join(sorted(names)[:4])}{' ...' if len(names) > 4 else ''}"

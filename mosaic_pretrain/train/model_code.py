@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mosaic_pretrain
 from mosaic_pretrain.model import configuration, modeling
+from mosaic_pretrain.model.attention import AUTO as AUTO_BACKEND
 
 PACKAGE = Path(mosaic_pretrain.__file__).parent
 ENTRY_MODULES = (configuration, modeling)
@@ -32,20 +33,32 @@ REWRITES = {
 }
 
 
-def _our_imports(tree: ast.Module) -> list[str]:
-    """Modules of this package that a module imports, as file stems (`padding`, `errors`)."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            parts = node.module.split(".")
-            if parts[0] == PACKAGE.name:
-                if len(parts) == 1:
-                    raise RuntimeError(f"`from {PACKAGE.name} import ...` cannot be made relative")
-                found.append(parts[-1])
+def _module_path(dotted: str) -> Path:
+    """The source file of a module of ours the model imports: `mosaic_pretrain.model.X`, or a
+    top-level `mosaic_pretrain.X` (the layers beneath the model); nothing else is copyable."""
+    parts = dotted.split(".")
+    if len(parts) == 3 and parts[1] == "model":
+        return PACKAGE / "model" / f"{parts[2]}.py"
+    if len(parts) == 2 and parts[1] != "model":
+        return PACKAGE / f"{parts[1]}.py"
+    raise RuntimeError(
+        f"the model code imports from {dotted}, which export --with-code cannot copy: import "
+        "from the module that defines the name (mosaic_pretrain.model.X or mosaic_pretrain.X)"
+    )
+
+
+def _our_imports(path: Path) -> set[Path]:
+    """The files of ours that the module at `path` imports (absolute imports only)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            raise RuntimeError(f"{path}: export --with-code copies absolute imports only")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE.name:
+            found.add(_module_path(node.module))
         elif isinstance(node, ast.Import) and any(
             alias.name.split(".")[0] == PACKAGE.name for alias in node.names
         ):
-            raise RuntimeError(f"`import {PACKAGE.name}...` cannot be made relative")
+            raise RuntimeError(f"{path}: `import {PACKAGE.name}...` cannot be made relative")
     return found
 
 
@@ -65,41 +78,43 @@ def _relative(source: str) -> str:
     return "".join(lines)
 
 
-def _source_path(stem: str) -> Path:
-    path = PACKAGE / "model" / f"{stem}.py"
-    return path if path.is_file() else PACKAGE / f"{stem}.py"
-
-
-def _closure(stem: str) -> set[str]:
-    """The modules of ours that `stem` needs, directly or through others."""
-    needed, pending = set(), [stem]
+def _closure(path: Path) -> set[Path]:
+    """The files of ours that the module at `path` needs, directly or through others."""
+    needed, pending = set(), [path]
     while pending:
-        for imported in _our_imports(ast.parse(_source_path(pending.pop()).read_text())):
-            if imported not in needed:
-                needed.add(imported)
-                pending.append(imported)
-    return needed - {stem}
+        for imported in _our_imports(pending.pop()) - needed:
+            needed.add(imported)
+            pending.append(imported)
+    return needed - {path}
 
 
 def model_files() -> dict[str, str]:
     """{file name: its relative-import source} for the model classes and what they import."""
-    entries = [Path(module.__file__).stem for module in ENTRY_MODULES]
-    stems = set(entries).union(*(_closure(entry) for entry in entries))
+    entries = [Path(module.__file__) for module in ENTRY_MODULES]
+    paths = set(entries).union(*(_closure(entry) for entry in entries))
+    names = [path.name for path in paths]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"two model modules share a file name: {sorted(names)}")
     files: dict[str, str] = {}
-    for stem in sorted(stems):
-        path = _source_path(stem)
+    for path in sorted(paths):
         source = _relative(path.read_text())
-        left = _our_imports(ast.parse(source))
+        left = [
+            node.module
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").split(".")[0] == PACKAGE.name
+        ]
         if left:
-            raise RuntimeError(f"{path.name} still imports {left} from {PACKAGE.name}")
-        indirect = sorted(_closure(stem) - set(_our_imports(ast.parse(path.read_text()))))
-        if stem in entries and indirect:
+            raise RuntimeError(f"{path.name} still imports from {left[0]} after rewriting")
+        indirect = sorted(other.stem for other in _closure(path) - _our_imports(path))
+        if path in entries and indirect:
             source += "\n\n# transformers copies only the modules a remote file imports itself.\n"
             source += "".join(
                 f"from .{module} import __name__ as _needs_{module}  # noqa: E402\n"
                 for module in indirect
             )
-        files[f"{stem}.py"] = source
+        files[path.name] = source
     return files
 
 
@@ -117,5 +132,8 @@ def write_model_code(directory: Path) -> list[str]:
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text())
     config["auto_map"] = AUTO_MAP
+    # The kernel a run trained with (flash_attn on its GPU) may not exist where the model is
+    # shared; the function is the same with every backend, and `auto` picks the best one there.
+    config["attention_backend"] = AUTO_BACKEND
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return written

@@ -27,7 +27,7 @@ from mosaic_pretrain.train.builders import (
 )
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.folders import run_folder
-from mosaic_pretrain.train.resume import recipe_record
+from mosaic_pretrain.train.resume import checkpoint_to_resume, recipe_record
 from mosaic_pretrain.train.safe_load import composer_loads_checked
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
             "LayerNorm, which needs no apex"
         )
     tokenizer = build_tokenizer(config)
-    model: MLMComposerModel = build_composer_model(config, tokenizer)
+    resumed = checkpoint_to_resume(config, run_folder(config)) is not None
+    model: MLMComposerModel = build_composer_model(config, tokenizer, resumed)
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
     train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)

@@ -56,9 +56,94 @@ def _run_smoke(args: argparse.Namespace) -> None:
     )
 
 
+def _add_document_arguments(parser: argparse.ArgumentParser) -> None:
+    """How documents are read out of sources: the same for convert and tokenizer."""
+    from mosaic_pretrain.data.sources import TXT_SPLITS
+
+    parser.add_argument("--text-field", default="text", help="the JSON key holding the text")
+    parser.add_argument(
+        "--txt-split",
+        choices=TXT_SPLITS,
+        default="paragraphs",
+        help="what a document is in a .txt file",
+    )
+    parser.add_argument(
+        "--skip-empty", action="store_true", help="drop empty documents instead of stopping"
+    )
+
+
+def _add_tokenizer(subparsers: argparse._SubParsersAction) -> None:
+    from mosaic_pretrain.data.tokenizer_training import KINDS, TokenizerOptions
+
+    defaults = TokenizerOptions(sources=("",))
+    trained = subparsers.add_parser(
+        "tokenizer",
+        help="train a BERT-style tokenizer on your own text (WordPiece, BPE or Unigram)",
+        description="Trains a tokenizer with Hugging Face tokenizers on the documents of "
+        "--source (read as convert reads them) and writes it to --out, where tokenizer_name in "
+        "a recipe, convert --tokenizer and a GLUE sweep take it; with a manifest "
+        "(tokenizer_training.json) and a summary measured on held-back documents.",
+    )
+    trained.add_argument(
+        "--source",
+        nargs="+",
+        required=True,
+        help="files or folders of .jsonl/.txt (optionally .gz/.bz2/.xz), or one hf:NAME dataset",
+    )
+    trained.add_argument("--out", required=True, help="new directory to write")
+    trained.add_argument("--type", choices=KINDS, default=defaults.kind, dest="kind")
+    trained.add_argument(
+        "--vocab-size",
+        type=int,
+        default=defaults.vocab_size,
+        help=f"tokens, special ones included; a multiple of 64 (default {defaults.vocab_size})",
+    )
+    case = trained.add_mutually_exclusive_group()
+    case.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
+    case.add_argument("--uncased", action="store_true", help="lowercase (the default)")
+    accents = trained.add_mutually_exclusive_group()
+    accents.add_argument(
+        "--strip-accents",
+        action="store_true",
+        default=None,
+        help="remove accents (default: when lowercasing, as BERT does)",
+    )
+    accents.add_argument(
+        "--keep-accents", action="store_false", dest="strip_accents", help="keep accents"
+    )
+    trained.add_argument(
+        "--min-frequency", type=int, default=defaults.min_frequency, help="of a learned piece"
+    )
+    trained.add_argument("--max-documents", type=int, default=None, help="read at most this many")
+    trained.add_argument("--hf-config", default=None, help="Hugging Face dataset config, e.g. en")
+    trained.add_argument("--hf-split", default=defaults.hf_split, help="the dataset's split")
+    _add_document_arguments(trained)
+    trained.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    trained.add_argument("--no-progress", action="store_true")
+    trained.set_defaults(handler=_run_tokenizer)
+
+
+def _run_tokenizer(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.data.sources import SourceOptions
+    from mosaic_pretrain.data.tokenizer_training import TokenizerOptions, train_tokenizer
+
+    options = TokenizerOptions(
+        sources=tuple(args.source),
+        kind=args.kind,
+        vocab_size=args.vocab_size,
+        lowercase=not args.cased,
+        strip_accents=args.strip_accents,
+        min_frequency=args.min_frequency,
+        max_documents=args.max_documents,
+        hf_config=args.hf_config,
+        hf_split=args.hf_split,
+        source_options=SourceOptions(args.text_field, args.txt_split, args.skip_empty),
+    )
+    train_tokenizer(options, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+
+
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     from mosaic_pretrain.data.convert import COMPRESSIONS, OUTPUT_FORMATS
-    from mosaic_pretrain.data.sources import TXT_SPLITS
 
     convert = subparsers.add_parser(
         "convert",
@@ -103,16 +188,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="stop each split's source after this many documents",
     )
-    convert.add_argument("--text-field", default="text")
-    convert.add_argument(
-        "--txt-split",
-        choices=TXT_SPLITS,
-        default="paragraphs",
-        help="what a document is in a .txt file",
-    )
-    convert.add_argument(
-        "--skip-empty", action="store_true", help="drop empty documents instead of stopping"
-    )
+    _add_document_arguments(convert)
     convert.add_argument("--compression", choices=COMPRESSIONS, default="zstd")
     convert.add_argument("--shard-size", default="64mb", help="e.g. 64mb")
     convert.add_argument("--workers", type=int, default=1, help="tokenizing processes")
@@ -441,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_smoke(subparsers)
     _add_convert(subparsers)
+    _add_tokenizer(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
     _add_import(subparsers)

@@ -137,3 +137,17 @@ def test_mfu_counts_the_work_a_step_must_do():
     tokens, pairs, masked, h, i, v = 5, 3 * 3 + 2 * 2, 2, 8, 16, 64
     forward = tokens * (8 * h * h + 6 * h * i) + 4 * h * pairs + masked * (2 * h * h + 2 * h * v)
     assert training_flops(config, batch) == 3 * forward
+
+
+def test_tokenizer_benchmark_measures_every_kind():
+    from mosaic_pretrain.bench.tokenizer_training import (
+        results_markdown,
+        run_tokenizer_benchmark,
+    )
+
+    record = run_tokenizer_benchmark(vocab_size=512, max_documents=60)
+    rows = {row["kind"]: row for row in record["results"]}
+    assert set(rows) == {"wordpiece", "bpe", "unigram"}
+    assert all(row["documents"] == 60 and row["documents_per_s"] > 0 for row in rows.values())
+    assert all(row["megabytes_per_s"] > 0 and row["vocabulary"] == 512 for row in rows.values())
+    assert "| unigram |" in results_markdown(record)

@@ -84,3 +84,97 @@ def test_pack_rows_first_fit_decreasing():
 def test_bad_mlm_probability(bert_tokenizer):
     with pytest.raises(ConfigError, match="mlm_probability must be in"):
         MLMCollator(bert_tokenizer, 1.5, 128)
+
+
+# --- whole-word masking ----------------------------------------------------------------------
+
+
+def words_of(ids: torch.Tensor, maskable: torch.Tensor, starts: np.ndarray) -> list[list]:
+    """(row, [columns]) of each word, found the slow way: a word opens at a start piece or after
+    an unmaskable token, and takes the continuation pieces after it."""
+    found = []
+    for row in range(ids.shape[0]):
+        current = None
+        for column in range(ids.shape[1]):
+            if not maskable[row, column]:
+                current = None
+                continue
+            if current is None or starts[int(ids[row, column])]:
+                current = [row, []]
+                found.append(current)
+            current[1].append(column)
+    return found
+
+
+@pytest.mark.parametrize("rate", [0.30, 0.15])
+def test_whole_word_masking_chooses_words_and_keeps_the_token_rate(bert_tokenizer, rate):
+    from mosaic_pretrain.data.tokenizer import word_starts
+
+    collator = MLMCollator(bert_tokenizer, rate, 128, seed=5, whole_word=True)
+    samples = random_samples(1500)
+    batch = collator(samples)
+    original = torch.from_numpy(collator._layout(samples)[0])
+    maskable = (batch["attention_mask"] != 0) & ~torch.isin(original, SPECIALS)
+    chosen = batch["labels"] != -100
+    assert torch.equal(batch["labels"][chosen], original[chosen])
+    assert torch.equal(batch["input_ids"][~chosen], original[~chosen])
+    words = words_of(original, maskable, word_starts(bert_tokenizer))
+    multi_piece = 0
+    outcomes = {"mask": 0, "kept": 0, "random": 0}
+    for row, columns in words:
+        picked = chosen[row, columns]
+        assert picked.all() or not picked.any()  # never a partial word
+        multi_piece += len(columns) > 1
+        if picked.all():
+            now, before = batch["input_ids"][row, columns], original[row, columns]
+            if (now == 103).all():
+                outcomes["mask"] += 1
+            elif torch.equal(now, before):
+                outcomes["kept"] += 1
+            else:
+                assert not (now == 103).any()  # one choice for the whole word
+                outcomes["random"] += 1
+    assert multi_piece > 10_000  # the test data has words of several pieces
+    assert abs(chosen.sum() / maskable.sum() - rate) < 0.01  # the token rate, in expectation
+    total = sum(outcomes.values())
+    assert abs(total / len(words) - rate) < 0.01
+    assert abs(outcomes["mask"] / total - 0.8) < 0.015
+    assert abs(outcomes["kept"] / total - 0.1) < 0.015
+    assert abs(outcomes["random"] / total - 0.1) < 0.015
+
+
+def test_whole_word_masking_is_reproducible_from_seed_and_samples(bert_tokenizer):
+    samples = random_samples(64)
+    first = MLMCollator(bert_tokenizer, 0.3, 128, seed=1, whole_word=True)(samples)
+    again = MLMCollator(bert_tokenizer, 0.3, 128, seed=1, whole_word=True)(samples)
+    tokens = MLMCollator(bert_tokenizer, 0.3, 128, seed=1)(samples)
+    for key in first:
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first["labels"], tokens["labels"])
+    packed = MLMCollator(bert_tokenizer, 0.3, 128, seed=1, whole_word=True, packing=True)
+    assert (packed(samples)["labels"] != -100).any()
+
+
+def test_a_piece_after_cls_starts_a_word(bert_tokenizer):
+    """A document cut inside a word begins with a ## piece: it starts a word of its own."""
+    piece = bert_tokenizer.convert_tokens_to_ids("##ing")
+    ids = np.array([101, piece, piece, 102])
+    collator = MLMCollator(bert_tokenizer, 0.999, 8, seed=0, whole_word=True)
+    labels = collator([Sample(ids, 0)])["labels"][0]
+    assert labels[1:3].tolist() == [piece, piece] and labels[0] == labels[3] == -100
+
+
+def test_whole_word_masking_needs_a_tokenizer_that_marks_words(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mosaic_pretrain.errors import DataError
+
+    vocabulary = {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "word": 3}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    plain = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", mask_token="[MASK]", unk_token="[UNK]"
+    )
+    with pytest.raises(DataError, match="whole-word masking cannot find its words"):
+        MLMCollator(plain, 0.3, 16, whole_word=True)

@@ -178,6 +178,7 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
                 f"{name}.dataset.packing needs model.name=mosaic_bert (BERT's attention "
                 "would let packed documents see each other)",
             )
+            problems += _stream_problems(name, loader.dataset)
             probability = loader.dataset.mlm_probability
             check(
                 probability is None or 0.0 < probability < 1.0,
@@ -225,6 +226,28 @@ def _warmup_fits(warmup: Duration, duration: Duration, global_batch: int) -> boo
     if warmup.unit in samples_per and duration.unit in samples_per:
         return warmup.value * samples_per[warmup.unit] < duration.value * samples_per[duration.unit]
     return True  # epochs or tokens against another unit: known only once the data is open
+
+
+def _stream_problems(name: str, dataset) -> list[str]:
+    key = f"{name}.dataset"
+    if dataset.streams is None:
+        return [] if dataset.local else [f"{key}.local: set an MDS folder (or {key}.streams)"]
+    if dataset.local or dataset.remote:
+        return [f"{key}: set local/remote or streams, not both (each stream has its own)"]
+    if dataset.convert_builtin_corpus:
+        return [f"{key}.convert_builtin_corpus converts into local, which streams replace"]
+    if not dataset.streams:
+        return [f"{key}.streams is empty; name at least one stream, or set {key}.local"]
+    problems = []
+    for stream_name, stream in dataset.streams.items():
+        where = f"{key}.streams.{stream_name}"
+        given = [k for k in ("proportion", "repeat", "choose") if getattr(stream, k) is not None]
+        if len(given) > 1:
+            problems.append(f"{where}: set one of proportion, repeat and choose, not {given}")
+        for weight in given:
+            if getattr(stream, weight) <= 0:
+                problems.append(f"{where}.{weight} must be positive")
+    return problems
 
 
 def _model_problems(config: PretrainConfig) -> list[str]:

@@ -81,14 +81,31 @@ class ModelSection:
 
 
 @dataclass
+class StreamSection:
+    """One source of a mixture (ours): an MDS dataset, mixed by mosaicml-streaming's `Stream`.
+    At most one of proportion, repeat and choose; none: all of its samples once per epoch."""
+
+    local: str = "???"  # MDS folder (the cache when `remote` is set)
+    remote: str | None = None
+    split: str | None = None  # default: the dataset's split
+    proportion: float | None = None  # its share of each epoch (relative to the others')
+    repeat: float | None = None  # times each of its samples is seen per epoch (0.5: half)
+    choose: int | None = None  # samples drawn from it per epoch
+
+
+@dataclass
 class DatasetSection:
-    local: str = "???"  # MDS folder (the cache when `remote` is set); required
+    local: str | None = None  # MDS folder (the cache when `remote` is set); or set `streams`
     remote: str | None = None  # s3://, gs://, ... or null to read `local` only
-    split: str | None = None  # subfolder: train / val
+    split: str | None = None  # subfolder: train / val (with streams: each stream's default)
+    # Several MDS datasets mixed into one (ours), by name: {name: {local, proportion, ...}};
+    # instead of local/remote. Each stream's samples are counted in the metrics.
+    streams: dict[str, StreamSection] | None = None
     tokenizer_name: str | None = None  # default: the top-level tokenizer_name
     max_seq_len: int | None = None  # default: the top-level max_seq_len
     shuffle: bool = False
     mlm_probability: float | None = None  # default: the top-level mlm_probability
+    mlm_whole_word: bool | None = None  # default: the top-level mlm_whole_word
     packing: bool = False  # several documents per row, kept apart by the model (ours)
     # If `local` holds no conversion yet, convert the corpus shipped with the package into it
     # first (5% to val): a fresh clone pretrains with no download (ours).
@@ -256,6 +273,9 @@ class PretrainConfig:
     max_seq_len: int = 128
     tokenizer_name: str = "bert-base-uncased"
     mlm_probability: float = 0.3  # training masking rate; eval sets its own (0.15)
+    # Mask whole words (all pieces of a chosen word, one 80/10/10 choice per word) at the same
+    # expected share of tokens (ours); needs a tokenizer that marks word pieces (## or ▁).
+    mlm_whole_word: bool = False
     # The published recipes define these two and refer to them with ${data_local}.
     data_local: str | None = None
     data_remote: str | None = None

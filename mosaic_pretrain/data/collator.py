@@ -4,6 +4,11 @@ Masking follows BERT: each real, non-special token is chosen with probability `m
 a chosen token becomes [MASK] 80% of the time, a random non-special token 10%, and stays 10%.
 Labels hold the original id at chosen tokens and -100 elsewhere.
 
+With `whole_word`, words are chosen instead of tokens: each word (a piece that starts a word,
+with the pieces that go on with it, as the tokenizer marks them) is chosen with probability
+`mlm_probability`, so the expected share of masked tokens is unchanged, and the 80/10/10 choice
+is made once per word for all its pieces. A word is never partly masked.
+
 Randomness is a function of the seed and the batch's sample indices, not of a generator's
 history, so a resumed run masks exactly as the uninterrupted one did, whichever dataloader
 worker collates the batch.
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.data.tokenizer import word_starts
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.model.padding import IGNORE_INDEX
 
@@ -63,6 +69,7 @@ class MLMCollator:
         max_seq_len: int,
         seed: int = 0,
         packing: bool = False,
+        whole_word: bool = False,
     ):
         if not 0.0 <= mlm_probability < 1.0:
             raise ConfigError(f"mlm_probability must be in [0, 1), got {mlm_probability}")
@@ -78,6 +85,7 @@ class MLMCollator:
         self.mask_id = tokenizer.mask_token_id
         self.special_ids = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
         self.replacement_ids = np.setdiff1d(np.arange(len(tokenizer)), self.special_ids)
+        self.word_starts = word_starts(tokenizer) if whole_word else None
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask, rows = self._layout(samples)
@@ -122,9 +130,12 @@ class MLMCollator:
     ) -> tuple[np.ndarray, np.ndarray]:
         """BERT's 80/10/10 masking of real, non-special tokens; returns (inputs, labels)."""
         can_mask = is_real & ~np.isin(input_ids, self.special_ids)
-        chosen = can_mask & (rng.random(input_ids.shape) < self.mlm_probability)
+        if self.word_starts is None:
+            chosen = can_mask & (rng.random(input_ids.shape) < self.mlm_probability)
+            action = rng.random(input_ids.shape)
+        else:
+            chosen, action = self._by_word(input_ids, can_mask, rng)
         labels = np.where(chosen, input_ids, IGNORE_INDEX)
-        action = rng.random(input_ids.shape)
         to_mask = chosen & (action < MASK_FRACTION)
         to_random = chosen & (action >= MASK_FRACTION) & (action < MASK_FRACTION + RANDOM_FRACTION)
         masked_ids = input_ids.copy()
@@ -132,3 +143,20 @@ class MLMCollator:
         random_tokens = rng.integers(0, len(self.replacement_ids), size=int(to_random.sum()))
         masked_ids[to_random] = self.replacement_ids[random_tokens]
         return masked_ids, labels
+
+    def _by_word(
+        self, input_ids: np.ndarray, can_mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen, action) per token with one draw of each per word, shared by its pieces."""
+        follows_maskable = np.zeros_like(can_mask)
+        follows_maskable[:, 1:] = can_mask[:, :-1]
+        # a word starts at a start piece, or at any piece after an unmaskable token
+        starts = can_mask & (self.word_starts[input_ids] | ~follows_maskable)
+        word_of_token = np.cumsum(starts.ravel()).reshape(starts.shape) - 1
+        words = int(starts.sum())
+        word_chosen = rng.random(words) < self.mlm_probability
+        word_action = rng.random(words)
+        safe = np.where(can_mask, word_of_token, 0)  # unmaskable tokens take a dummy word
+        chosen = can_mask & word_chosen[safe] if words else np.zeros_like(can_mask)
+        action = word_action[safe] if words else np.ones(can_mask.shape)
+        return chosen, action

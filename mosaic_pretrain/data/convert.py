@@ -34,6 +34,7 @@ from mosaic_pretrain.data.sources import (
     expand_local_sources,
     iter_hf_documents,
     iter_local_documents,
+    local_files_record,
 )
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS, load_tokenizer, tokenizer_fingerprint
 from mosaic_pretrain.errors import ConfigError, DataError
@@ -130,10 +131,7 @@ class ConvertOptions:
             for key in ("sources", "val_sources"):
                 record[key] = [str(Path(source).resolve()) for source in record[key]]
             files = expand_local_sources(list(self.sources) + list(self.val_sources))
-            record["source_files"] = [
-                [str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns]
-                for path in files
-            ]
+            record["source_files"] = local_files_record(files)
         return record
 
     def split_names(self) -> tuple[str, ...]:

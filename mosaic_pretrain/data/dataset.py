@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from streaming import StreamingDataLoader, StreamingDataset
+from streaming import Stream, StreamingDataLoader, StreamingDataset
 from streaming.base.shared import SharedMemory as StreamingSharedMemory
 from streaming.base.shared import _get_path as shared_memory_name
 from transformers import PreTrainedTokenizerBase
@@ -110,11 +110,12 @@ class MLMStreamingDataset(StreamingDataset):
     def __init__(
         self,
         *,
-        local: str,
         tokenizer: PreTrainedTokenizerBase,
         max_seq_len: int,
+        local: str | None = None,
         remote: str | None = None,
         split: str | None = None,
+        streams: list[Stream] | None = None,
         **streaming_kwargs,
     ):
         self._built_in_pid = os.getpid()  # see release_shared_memory
@@ -126,28 +127,39 @@ class MLMStreamingDataset(StreamingDataset):
                 f"{tokenizer.name_or_path!r} adds {special} special tokens; use at least "
                 f"{special + 1}"
             )
-        if remote is None:
-            check_local_split(local, split)
+        sources = streams or [Stream(local=local, remote=remote, split=split)]
+        for stream in sources:
+            if stream.remote is None:
+                check_local_split(stream.local, stream.split)
+        where = ", ".join(f"{stream.local}/{stream.split or ''}" for stream in sources)
         try:
-            super().__init__(local=local, remote=remote, split=split, **streaming_kwargs)
+            if streams:
+                super().__init__(streams=streams, **streaming_kwargs)
+            else:
+                super().__init__(local=local, remote=remote, split=split, **streaming_kwargs)
         except (json.JSONDecodeError, KeyError) as error:
             raise DataError(
-                f"MDS index under {local}/{split or ''} cannot be read ({error}); convert again"
+                f"MDS index under {where} cannot be read ({error}); convert again"
             ) from None
-        check_tokenizer_matches(Path(local) / (split or "") / INDEX, tokenizer)
-        columns = set(self.shards[0].column_names)
-        if "input_ids" in columns:
-            self.column = "input_ids"
-        elif "text" in columns:
-            self.column = "text"
-        else:
-            raise DataError(
-                f"MDS data under {local}/{split or ''} has columns {sorted(columns)}; need "
-                "'text' or 'input_ids'"
-            )
+        for stream in sources:  # the index is local now, fetched if it was remote
+            check_tokenizer_matches(Path(stream.local) / (stream.split or "") / INDEX, tokenizer)
+        # Each shard stores text or input_ids (streams may mix the two; get_item reads either).
+        for shard_id, shard in enumerate(self.shards):
+            columns = set(shard.column_names)
+            if not columns & {"input_ids", "text"}:
+                stream = sources[self.stream_per_shard[shard_id]]
+                raise DataError(
+                    f"MDS data under {stream.local}/{stream.split or ''} has columns "
+                    f"{sorted(columns)}; need 'text' or 'input_ids'"
+                )
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.content_tokens = max_seq_len - special
+
+    def stream_of(self, sample_ids: np.ndarray) -> np.ndarray:
+        """The stream (0 for a single dataset) each sample id comes from."""
+        shards = np.searchsorted(self.sample_offset_per_shard, sample_ids, side="right") - 1
+        return self.stream_per_shard[shards]
 
     def release_shared_memory(self) -> None:
         """Free streaming's shared memory for this dataset now, not at interpreter exit.
@@ -197,7 +209,7 @@ class MLMStreamingDataset(StreamingDataset):
                 f"sample {sample_id} cannot be decoded from shard {shard_id} "
                 f"({type(error).__name__}: {error}); the shard is corrupt, convert the data again"
             ) from None
-        if self.column == "input_ids":
+        if "input_ids" in record:
             content = record["input_ids"][: self.content_tokens].tolist()
         else:
             content = self._leading_tokens(record["text"])

@@ -75,6 +75,12 @@ def expand_local_sources(sources: list[str]) -> list[Path]:
     return files
 
 
+def local_files_record(files: list[Path]) -> list[list]:
+    """Each file's resolved path, size and modification time: what a rerun compares to notice
+    changed data (or a different working folder)."""
+    return [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] for path in files]
+
+
 def _open_text(path: Path) -> IO[str]:
     opener = COMPRESSED_OPENERS.get(_suffixes(path)[1] or "", open)
     return opener(path, "rt", encoding="utf-8", errors="strict")

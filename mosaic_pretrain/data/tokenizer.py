@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
 from mosaic_pretrain.errors import DataError, first_line
@@ -81,3 +82,50 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Ids never masked or used as random replacements: [CLS], [SEP], [PAD], [MASK], [UNK]..."""
     return sorted(set(tokenizer.all_special_ids))
+
+
+# How a tokenizer's pieces say where a word starts: marks read off its serialized pipeline.
+CONTINUATION_MODELS = ("WordPiece", "BPE")  # `continuing_subword_prefix`: pieces after the first
+WORD_START_PRE_TOKENIZERS = {"Metaspace": "replacement", "ByteLevel": None}  # a start mark
+BYTE_LEVEL_START = "\u0120"  # "Ġ", byte-level BPE's space
+
+
+def _pre_tokenizers(state: dict | None) -> list[dict]:
+    if not state:
+        return []
+    if state.get("type") == "Sequence":
+        return [inner for part in state["pretokenizers"] for inner in _pre_tokenizers(part)]
+    return [state]
+
+
+def word_starts(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """For each token id, whether the token starts a word (special tokens do): from `##`
+    continuation pieces (WordPiece, BPE with a continuing prefix) or a start mark on the first
+    piece (`▁` of Metaspace, `Ġ` of byte-level BPE). Whole-word masking groups a start with the
+    pieces that follow it."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = state["model"]
+    vocabulary = tokenizer.get_vocab()
+    starts = np.ones(max(vocabulary.values()) + 1, dtype=bool)
+    prefix = (
+        model.get("continuing_subword_prefix") if model["type"] in CONTINUATION_MODELS else None
+    )
+    marks = [
+        part.get("replacement") if part["type"] == "Metaspace" else BYTE_LEVEL_START
+        for part in _pre_tokenizers(state.get("pre_tokenizer"))
+        if part["type"] in WORD_START_PRE_TOKENIZERS
+    ]
+    if prefix:
+        for token, index in vocabulary.items():
+            starts[index] = not token.startswith(prefix)
+    elif marks:
+        for token, index in vocabulary.items():
+            starts[index] = token.startswith(marks[0])
+    else:
+        raise DataError(
+            f"tokenizer {tokenizer.name_or_path!r} marks neither the pieces that continue a word "
+            "(##) nor those that start one (▁, Ġ), so whole-word masking cannot find its words; "
+            "set mlm_whole_word: false, or train one with `mosaic-pretrain tokenizer`"
+        )
+    starts[sorted(set(tokenizer.all_special_ids))] = True
+    return starts

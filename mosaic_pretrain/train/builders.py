@@ -9,6 +9,7 @@ import torch
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.core import DataSpec, Evaluator
 from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
+from streaming import Stream
 from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
 from mosaic_pretrain.callbacks.gate_ranges import GateRangeMonitor
@@ -139,6 +140,23 @@ def _ensure_builtin_corpus(dataset: DatasetSection) -> None:
         convert(ConvertOptions(val_fraction=BUILTIN_VAL_FRACTION), local, progress=False)
 
 
+def build_streams(dataset: DatasetSection) -> list[Stream] | None:
+    """mosaicml-streaming's Streams for `dataset.streams` (None for a single dataset)."""
+    if dataset.streams is None:
+        return None
+    return [
+        Stream(
+            local=stream.local,
+            remote=stream.remote,
+            split=stream.split or dataset.split,
+            proportion=stream.proportion,
+            repeat=stream.repeat,
+            choose=stream.choose,
+        )
+        for stream in dataset.streams.values()
+    ]
+
+
 def build_dataloader(
     loader: LoaderSection,
     config: PretrainConfig,
@@ -154,14 +172,21 @@ def build_dataloader(
         local=dataset_section.local,
         remote=dataset_section.remote,
         split=dataset_section.split,
+        streams=build_streams(dataset_section),
         tokenizer=tokenizer,
         max_seq_len=max_seq_len,
         shuffle=dataset_section.shuffle,
         shuffle_seed=config.seed,
         batch_size=device_batch_size,
     )
+    whole_word = dataset_section.mlm_whole_word
     collator = MLMCollator(
-        tokenizer, probability, max_seq_len, seed=config.seed, packing=dataset_section.packing
+        tokenizer,
+        probability,
+        max_seq_len,
+        seed=config.seed,
+        packing=dataset_section.packing,
+        whole_word=config.mlm_whole_word if whole_word is None else whole_word,
     )
     # The Trainer trains on the GPU when there is one, copying each microbatch and its layout
     # with non_blocking=True: from page-locked memory that copy overlaps the step's work.

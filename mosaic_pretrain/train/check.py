@@ -65,6 +65,7 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     checkpoint = checkpoint_to_resume(config, run_folder(config))
     if tokenizer is not None:
         _check_vocabulary(config, tokenizer, problems)
+        _check_whole_words(config, tokenizer, problems)
         if checkpoint is None:  # a resumed run's weights come from its checkpoint
             problems.attempt(_check_initial_weights, config, tokenizer, problems)
         for name in ("train_loader", "eval_loader"):
@@ -148,6 +149,19 @@ def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> 
         )
 
 
+def _check_whole_words(config: PretrainConfig, tokenizer, problems: Problems) -> None:
+    """Whole-word masking, where a loader asks for it, can find the tokenizer's words."""
+    from mosaic_pretrain.data.tokenizer import word_starts
+
+    for loader in (config.train_loader, config.eval_loader):
+        if loader is None:
+            continue
+        asked = loader.dataset.mlm_whole_word
+        if config.mlm_whole_word if asked is None else asked:
+            problems.attempt(word_starts, tokenizer)
+            return
+
+
 def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems) -> None:
     """The weights of model.init_from (or use_pretrained) fit the recipe's model."""
     from mosaic_pretrain.train.builders import model_config
@@ -163,16 +177,23 @@ def _check_data(
     name: str, loader: LoaderSection, tokenizer, problems: Problems, verify_hashes: bool
 ) -> None:
     dataset = loader.dataset
-    if dataset.remote is not None:
-        return  # fetched at run time; the index is checked once downloaded
-    local = Path(dataset.local)
-    if dataset.convert_builtin_corpus and not (local / MANIFEST).exists():
-        return  # converted on first use
-    split_root = problems.attempt(check_local_split, dataset.local, dataset.split)
-    if split_root is not None:
-        problems.attempt(check_tokenizer_matches, split_root / INDEX, tokenizer)
-        if verify_hashes:
-            problems.attempt(verify_split, split_root, INDEX)
+    if dataset.streams is None:
+        sources = [(dataset.local, dataset.remote, dataset.split)]
+    else:
+        sources = [
+            (stream.local, stream.remote, stream.split or dataset.split)
+            for stream in dataset.streams.values()
+        ]
+    for local, remote, split in sources:
+        if remote is not None:
+            continue  # fetched at run time; the index is checked once downloaded
+        if dataset.convert_builtin_corpus and not (Path(local) / MANIFEST).exists():
+            continue  # converted on first use
+        split_root = problems.attempt(check_local_split, local, split)
+        if split_root is not None:
+            problems.attempt(check_tokenizer_matches, split_root / INDEX, tokenizer)
+            if verify_hashes:
+                problems.attempt(verify_split, split_root, INDEX)
 
 
 def _check_writable(folder: Path, key: str, problems: Problems) -> None:

@@ -11,6 +11,7 @@ from mosaic_pretrain.callbacks.data_memory import ReleaseDataMemory
 from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.run_record import RunRecord
+from mosaic_pretrain.callbacks.stream_samples import StreamSamples
 from mosaic_pretrain.config import PretrainConfig
 from mosaic_pretrain.train.builders import (
     build_callbacks,
@@ -39,6 +40,12 @@ class BuiltRun:
     model: MLMComposerModel  # unwrapped (the Trainer's may be wrapped for DDP)
     tokenizer: PreTrainedTokenizerBase
     glue_sweeps: GlueSweeps | None  # the GLUE-during-pretraining callback, when configured
+
+
+def _stream_samples(config: PretrainConfig) -> list[StreamSamples]:
+    """Per-stream sample counts, for a training set mixed from streams."""
+    streams = config.train_loader.dataset.streams
+    return [StreamSamples(list(streams))] if streams else []
 
 
 def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
@@ -87,6 +94,7 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
                 stopper,
                 RunRecord(recipe_record(config)),
                 ReleaseDataMemory(),
+                *_stream_samples(config),
                 *([glue_sweeps] if glue_sweeps is not None else []),
             ],
             loggers=build_loggers(config.loggers, run_folder(config)),

@@ -155,13 +155,24 @@ def test_whole_word_masking_is_reproducible_from_seed_and_samples(bert_tokenizer
     assert (packed(samples)["labels"] != -100).any()
 
 
-def test_a_piece_after_cls_starts_a_word(bert_tokenizer):
-    """A document cut inside a word begins with a ## piece: it starts a word of its own."""
+def test_a_piece_after_cls_starts_a_word_and_a_document_ends_one(bert_tokenizer):
+    """A document cut inside a word begins with a ## piece: it starts a word of its own, which
+    its next ## piece continues; a word never runs on into the next packed document, even where
+    no special token stands between them (a tokenizer that adds none)."""
     piece = bert_tokenizer.convert_tokens_to_ids("##ing")
-    ids = np.array([101, piece, piece, 102])
-    collator = MLMCollator(bert_tokenizer, 0.999, 8, seed=0, whole_word=True)
-    labels = collator([Sample(ids, 0)])["labels"][0]
-    assert labels[1:3].tolist() == [piece, piece] and labels[0] == labels[3] == -100
+    word = bert_tokenizer.convert_tokens_to_ids("walk")
+    collator = MLMCollator(bert_tokenizer, 0.5, 8, seed=0, whole_word=True)
+    #                  [CLS]  ##ing  ##ing  walk  ##ing | ##ing  ##ing
+    ids = np.array([[101, piece, piece, word, piece, piece, piece, 0]])
+    documents = np.array([[1, 1, 1, 1, 1, 2, 2, 0]])
+    split = 0
+    for seed in range(64):
+        _, labels = collator.mask(ids, documents != 0, np.random.default_rng(seed), documents)
+        chosen = labels[0] != -100
+        assert chosen[1] == chosen[2] and chosen[3] == chosen[4] and chosen[5] == chosen[6]
+        assert not chosen[0] and not chosen[7]
+        split += chosen[4] != chosen[5]
+    assert split > 10  # the two documents' words are chosen apart
 
 
 def test_whole_word_masking_needs_a_tokenizer_that_marks_words(tmp_path):
@@ -178,3 +189,33 @@ def test_whole_word_masking_needs_a_tokenizer_that_marks_words(tmp_path):
     )
     with pytest.raises(DataError, match="whole-word masking cannot find its words"):
         MLMCollator(plain, 0.3, 16, whole_word=True)
+
+
+def test_an_added_token_is_a_word_of_its_own(bert_tokenizer):
+    from mosaic_pretrain.data.tokenizer import load_tokenizer, word_starts
+
+    tokenizer = load_tokenizer("bert-base-uncased")
+    tokenizer.add_tokens(["##estoppelish"])  # looks like a continuation, is a word
+    starts = word_starts(tokenizer)
+    assert starts[tokenizer.convert_tokens_to_ids("##estoppelish")]
+    assert not starts[tokenizer.convert_tokens_to_ids("##ing")]
+
+
+def test_marks_that_disagree_with_the_tokenizers_words_are_refused(tmp_path):
+    """A Metaspace that marks only a text's first word would make a document one word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mosaic_pretrain.errors import DataError
+
+    pieces = [("[PAD]", 0.0), ("[UNK]", 0.0), ("[MASK]", 0.0), ("\u2581", -1.0)]
+    pieces += [(chr(c), -2.0) for c in range(32, 127)]
+    backend = Tokenizer(models.Unigram(pieces, unk_id=1))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="first")]
+    )
+    first_only = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", mask_token="[MASK]", unk_token="[UNK]"
+    )
+    with pytest.raises(DataError, match="marks its word pieces unlike its own word split"):
+        MLMCollator(first_only, 0.3, 16, whole_word=True)

@@ -173,3 +173,20 @@ def test_a_stream_with_two_weights(sources):
         ConfigError, match=r"streams.legal: set one of proportion, repeat and choose"
     ):
         load_config(SMOKE, [*QUICK, mixture(sources, legal="proportion: 0.2, choose: 10")])
+
+
+def test_proportions_are_for_every_stream_or_none(sources):
+    with pytest.raises(ConfigError, match=r"every stream needs one or none does \(books set it"):
+        load_config(SMOKE, [*QUICK, mixture(sources, legal="repeat: 2")])
+
+
+def test_a_stream_may_move_when_a_run_resumes(sources, tmp_path):
+    from mosaic_pretrain.train.resume import check_resume, recipe_record
+
+    started = load_config(SMOKE, [*QUICK, mixture(sources)])
+    record = {"recipe": recipe_record(started), "code_version": "test"}
+    moved = load_config(SMOKE, [*QUICK, mixture(sources).replace(str(sources), "/elsewhere")])
+    check_resume(moved, tmp_path / "ep0-ba2-rank0.pt", record)  # no error
+    reweighted = load_config(SMOKE, [*QUICK, mixture(sources, legal="proportion: 0.5")])
+    with pytest.raises(ConfigError, match=r"streams\.legal\.proportion"):
+        check_resume(reweighted, tmp_path / "ep0-ba2-rank0.pt", record)

@@ -77,10 +77,10 @@ def test_each_kind_trains_a_bert_style_tokenizer(tmp_path, corpus, kind):
     assert held["documents"] == 401 // HOLD_OUT_EVERY and held["unknown_share"] == 0.0
     assert manifest["bert-base-uncased"]["documents"] == held["documents"]
     # trained on this text, WordPiece and BPE need fewer tokens per word for it than
-    # bert-base-uncased; Unigram, whose words each start with a piece of their own, needs more
+    # bert-base-uncased; Unigram at this tiny size (512) needs a few more (3.28 against 2.86)
     reference = manifest["bert-base-uncased"]["tokens_per_word"]
     if kind == "unigram":
-        assert 1.0 < held["tokens_per_word"] < 2 * reference
+        assert 1.0 < held["tokens_per_word"] < 1.2 * reference
     else:
         assert 1.0 < held["tokens_per_word"] < reference
     on_disk = json.loads((tmp_path / kind / MANIFEST).read_text())
@@ -136,6 +136,12 @@ def test_the_command_prints_a_summary_and_never_overwrites(tmp_path, corpus, cap
     assert "already exists; choose another --out, or pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--type", "bpe"]) == 0
     assert (out / "tokenizer.json").read_bytes() != before
+    assert not list(tmp_path.glob(".tok.*"))  # no partial or set-aside copy left
+    other = tmp_path / "runs"  # a folder of something else is never replaced
+    (other / "keep").mkdir(parents=True)
+    assert main([*argv[:4], str(other), *argv[5:], "--overwrite"]) == 2
+    assert "is not a tokenizer written by `mosaic-pretrain tokenizer`" in capsys.readouterr().err
+    assert (other / "keep").is_dir()
 
 
 @pytest.mark.parametrize(

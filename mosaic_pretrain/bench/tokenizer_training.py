@@ -75,8 +75,8 @@ def results_markdown(record: dict) -> str:
         "",
         f"CPU: {record['device']} ({record['cpu_count']} cores visible); Python "
         f"{record['python']}, tokenizers {record['tokenizers']}; {record['date']}.",
-        f"Data: {record['data']}; vocabulary asked {record['vocab_size']:,}. Whole runs (read, "
-        "normalize, train, save). Written by `scripts/benchmark_tokenizer.py`.",
+        f"Data: {record['data']}; vocabulary asked {record['vocab_size']:,}. Timed: reading, "
+        "normalizing and training. Written by `scripts/benchmark_tokenizer.py`.",
         "",
         "| kind | vocabulary (trained) | documents | MB | seconds | documents/s | MB/s "
         f"| tokens/word held out | {COMPARED_WITH} |",

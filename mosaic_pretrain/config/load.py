@@ -235,7 +235,10 @@ def _stream_problems(name: str, dataset) -> list[str]:
     if dataset.local or dataset.remote:
         return [f"{key}: set local/remote or streams, not both (each stream has its own)"]
     if dataset.convert_builtin_corpus:
-        return [f"{key}.convert_builtin_corpus converts into local, which streams replace"]
+        return [
+            f"{key}.convert_builtin_corpus converts into local, which streams replace; set it "
+            "to false (convert the shipped corpus with `mosaic-pretrain convert --out DIR`)"
+        ]
     if not dataset.streams:
         return [f"{key}.streams is empty; name at least one stream, or set {key}.local"]
     problems = []
@@ -247,6 +250,14 @@ def _stream_problems(name: str, dataset) -> list[str]:
         for weight in given:
             if getattr(stream, weight) <= 0:
                 problems.append(f"{where}.{weight} must be positive")
+    relative = [name for name, stream in dataset.streams.items() if stream.proportion is not None]
+    if relative and len(relative) != len(dataset.streams):
+        others = sorted(set(dataset.streams) - set(relative))
+        problems.append(
+            f"{key}.streams: proportion is relative, so every stream needs one or none does "
+            f"({', '.join(relative)} set it, {', '.join(others)} do not); repeat and choose "
+            "are the absolute weights"
+        )
     return problems
 
 

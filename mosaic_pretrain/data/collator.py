@@ -90,7 +90,7 @@ class MLMCollator:
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask, rows = self._layout(samples)
         rng = np.random.default_rng([self.seed, *(sample.index for sample in samples)])
-        input_ids, labels = self.mask(input_ids, attention_mask != 0, rng)
+        input_ids, labels = self.mask(input_ids, attention_mask != 0, rng, attention_mask)
         in_row_order = [samples[sample].index for row in rows for sample in row]
         return {
             "input_ids": torch.from_numpy(input_ids),
@@ -126,15 +126,20 @@ class MLMCollator:
         return input_ids, attention_mask, rows
 
     def mask(
-        self, input_ids: np.ndarray, is_real: np.ndarray, rng: np.random.Generator
+        self,
+        input_ids: np.ndarray,
+        is_real: np.ndarray,
+        rng: np.random.Generator,
+        documents: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """BERT's 80/10/10 masking of real, non-special tokens; returns (inputs, labels)."""
+        """BERT's 80/10/10 masking of real, non-special tokens; returns (inputs, labels).
+        `documents` numbers each token's document in its row (a word never crosses one)."""
         can_mask = is_real & ~np.isin(input_ids, self.special_ids)
         if self.word_starts is None:
             chosen = can_mask & (rng.random(input_ids.shape) < self.mlm_probability)
             action = rng.random(input_ids.shape)
         else:
-            chosen, action = self._by_word(input_ids, can_mask, rng)
+            chosen, action = self._by_word(input_ids, can_mask, rng, documents)
         labels = np.where(chosen, input_ids, IGNORE_INDEX)
         to_mask = chosen & (action < MASK_FRACTION)
         to_random = chosen & (action >= MASK_FRACTION) & (action < MASK_FRACTION + RANDOM_FRACTION)
@@ -145,11 +150,17 @@ class MLMCollator:
         return masked_ids, labels
 
     def _by_word(
-        self, input_ids: np.ndarray, can_mask: np.ndarray, rng: np.random.Generator
+        self,
+        input_ids: np.ndarray,
+        can_mask: np.ndarray,
+        rng: np.random.Generator,
+        documents: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(chosen, action) per token with one draw of each per word, shared by its pieces."""
         follows_maskable = np.zeros_like(can_mask)
         follows_maskable[:, 1:] = can_mask[:, :-1]
+        if documents is not None:  # the first token of a packed document follows no word
+            follows_maskable[:, 1:] &= documents[:, 1:] == documents[:, :-1]
         # a word starts at a start piece, or at any piece after an unmaskable token
         starts = can_mask & (self.word_starts[input_ids] | ~follows_maskable)
         word_of_token = np.cumsum(starts.ravel()).reshape(starts.shape) - 1

@@ -127,5 +127,32 @@ def word_starts(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
             "(##) nor those that start one (▁, Ġ), so whole-word masking cannot find its words; "
             "set mlm_whole_word: false, or train one with `mosaic-pretrain tokenizer`"
         )
-    starts[sorted(set(tokenizer.all_special_ids))] = True
+    starts[sorted(set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder))] = True
+    _check_word_starts(tokenizer, starts)
     return starts
+
+
+# Words, punctuation and a line break: where marks and a tokenizer's own split could disagree.
+WORD_PROBE = (
+    "The tortfeasor's estoppel, said Ishmael, was unbelievably final.\nAnother line (here)."
+)
+
+
+def _check_word_starts(tokenizer: PreTrainedTokenizerBase, starts: np.ndarray) -> None:
+    """The marks must give the words the tokenizer itself splits a text into; a pipeline whose
+    marks say otherwise (a `▁` on the first word only, byte-level punctuation) is refused."""
+    encoding = tokenizer(WORD_PROBE, add_special_tokens=False)
+    ids, words = encoding["input_ids"], encoding.word_ids()
+    special = set(tokenizer.all_special_ids)
+    for position, (token, word) in enumerate(zip(ids, words, strict=True)):
+        if token in special or (position and ids[position - 1] in special):
+            continue  # unmaskable, and what follows one starts a word anyway
+        opens = position == 0 or words[position - 1] != word
+        if bool(starts[token]) != opens:
+            piece = tokenizer.convert_ids_to_tokens(token)
+            raise DataError(
+                f"tokenizer {tokenizer.name_or_path!r} marks its word pieces unlike its own word "
+                f"split ({piece!r} in {WORD_PROBE!r}), so whole-word masking would mask other "
+                "spans than words; set mlm_whole_word: false, or train one with "
+                "`mosaic-pretrain tokenizer`"
+            )

@@ -10,7 +10,8 @@ All three kinds split text into words as BERT does (its normalizer: lowercasing 
 stripping as asked; its pre-tokenizer: whitespace and punctuation), and mark where words go on,
 so whole-word masking finds the words of every kind: WordPiece (BERT's own) and BPE write a
 word's later pieces with `##`, Unigram (whose pieces cannot carry that mark) starts each word
-with `▁`. The special tokens and the `[CLS] A [SEP] B [SEP]` post-processor are BERT's.
+with `▁`, and learns its pieces from space-separated words (see `_untrained`). The special
+tokens and the `[CLS] A [SEP] B [SEP]` post-processor are BERT's.
 
 Vocabulary sizes are multiples of 64 (the model's embedding rows equal the tokenizer's). When
 the corpus is too small for the size asked, the trainer returns fewer tokens; the vocabulary is
@@ -147,14 +148,26 @@ def _untrained(options: TokenizerOptions) -> tuple[Tokenizer, object]:
         trainer = tokenizer_trainers.UnigramTrainer(**common, unk_token="[UNK]")
         tokenizer.decoder = decoders.Metaspace(replacement=WORD_START, prepend_scheme="always")
     tokenizer.normalizer = _normalizer(options)
-    bert_words = pre_tokenizers.BertPreTokenizer()
     if options.kind == "unigram":
-        # Unigram's pieces carry no mark of continuing a word: its words start with one instead.
-        marked = pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always")
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([bert_words, marked])
+        # Trained on space-separated words: split at punctuation first, the trainer seeds too
+        # few whole-word pieces (1.47 tokens per word on the shipped corpus at 8,192, against
+        # 1.25 this way). `_tokenizing_pipeline` then puts BERT's words back.
+        tokenizer.pre_tokenizer = _word_start_marks()
     else:
-        tokenizer.pre_tokenizer = bert_words
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return tokenizer, trainer
+
+
+def _word_start_marks() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always")
+
+
+def _tokenizing_pipeline(tokenizer: Tokenizer, kind: str) -> None:
+    """BERT's words for every kind; Unigram's pieces carry no mark of going on with a word, so
+    each of its words starts with one (`▁`) instead."""
+    if kind == "unigram":
+        bert_words = pre_tokenizers.BertPreTokenizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([bert_words, _word_start_marks()])
 
 
 def _pad_vocabulary(tokenizer: Tokenizer) -> tuple[Tokenizer, int]:
@@ -268,6 +281,11 @@ def train_tokenizer(
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; choose another --out, or pass --overwrite")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise DataError(
+            f"{out} is not a tokenizer written by `mosaic-pretrain tokenizer` (no {MANIFEST}); "
+            "--overwrite replaces only such a directory: choose another --out"
+        )
     record = options.as_record()  # a missing source fails here, before any work
     tokenizer, trainer = _untrained(options)
     held_out, counts = HeldOut(), {"documents": 0, "trained_documents": 0, "bytes": 0}
@@ -277,6 +295,7 @@ def train_tokenizer(
     if counts["trained_documents"] == 0:
         raise DataError(f"no documents to train on in {', '.join(options.sources)}")
     trained_size = tokenizer.get_vocab_size()
+    _tokenizing_pipeline(tokenizer, options.kind)
     tokenizer, padded = _pad_vocabulary(tokenizer)
     tokenizer.post_processor = _post_processor(tokenizer)
     wrapped = _wrapped(tokenizer, options)
@@ -304,9 +323,14 @@ def train_tokenizer(
         shutil.rmtree(partial)
     wrapped.save_pretrained(partial)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
+    previous = out.with_name(f".{out.name}.previous")
+    if out.exists():  # set aside, not deleted, until the new one is in place
+        if previous.exists():
+            shutil.rmtree(previous)
+        out.rename(previous)
     partial.rename(out)
+    if previous.exists():
+        shutil.rmtree(previous)
     log(summary(manifest, out))
     return manifest
 

@@ -14,6 +14,7 @@ learning rate: `resume_allow_changes=[optimizer.lr]`).
 """
 
 import logging
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -41,6 +42,10 @@ FREE = (
 NEVER = (
     "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",
 )  # fmt: skip
+
+
+# A stream's data may move (its local folder or remote) as a single dataset's may.
+FREE_PATTERN = re.compile(r"(train_loader|eval_loader)\.dataset\.streams\.[^.]+\.(local|remote)")
 
 
 def recipe_record(config: PretrainConfig) -> dict:
@@ -107,7 +112,7 @@ def check_resume(config: PretrainConfig, checkpoint: Path, record: dict | None) 
         return
     old_recipe = _with_new_defaults(record["recipe"])
     changed = [key for key in differing_keys(old_recipe, recipe_record(config))
-               if not _under(key, FREE)]  # fmt: skip
+               if not _under(key, FREE) and not FREE_PATTERN.fullmatch(key)]  # fmt: skip
     never = [key for key in changed if _under(key, NEVER)]
     if never:
         raise ConfigError(

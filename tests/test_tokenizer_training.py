@@ -195,3 +195,8 @@ def test_word_starts_agree_with_the_tokenizers_own_words(tmp_path, corpus, kind)
             continue
         opens = position == 0 or word_ids[position - 1] != word_id
         assert starts[token] == opens, (position, tokenizer.convert_ids_to_tokens(token))
+
+
+def test_a_tokenizer_path_that_does_not_exist_says_how_to_make_one(tmp_path):
+    with pytest.raises(DataError, match=r"does not exist; fix the path, or train one there"):
+        load_tokenizer(str(tmp_path / "my-tokenizer"))

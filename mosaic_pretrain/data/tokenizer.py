@@ -26,6 +26,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """A fast tokenizer from a local directory, the shipped vocabulary or the hub, in that order."""
     if Path(name_or_path).is_dir():
         return _from_pretrained(name_or_path, local=True)
+    if name_or_path.startswith((".", "/", "~")):
+        raise DataError(
+            f"tokenizer {name_or_path!r} does not exist; fix the path, or train one there with "
+            f"`mosaic-pretrain tokenizer --source TEXT --out {name_or_path}`"
+        )
     if name_or_path in BUNDLED_VOCABULARIES:
         return BertTokenizerFast(
             vocab_file=str(BUNDLED_VOCABULARIES[name_or_path]),

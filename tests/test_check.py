@@ -91,7 +91,7 @@ def test_data_problems(data, tmp_path):
 
 def test_tokenizer_and_vocabulary_problems(data, tmp_path):
     [tokenizer] = problems(data, tmp_path, f"tokenizer_name={tmp_path}/no-tokenizer-here")
-    assert "no-tokenizer-here" in tokenizer and "cannot be loaded" in tokenizer
+    assert "no-tokenizer-here" in tokenizer and "does not exist; fix the path" in tokenizer
     [vocab] = problems(data, tmp_path, "model.model_config.vocab_size=1024")
     assert "vocab_size=1024 is smaller than tokenizer 'bert-base-uncased' (30522" in vocab
 

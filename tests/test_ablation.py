@@ -36,6 +36,7 @@ def tiny(corpus, tmp_path, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_each_value_runs_at_equal_steps_and_a_rerun_trains_nothing(corpus, tmp_path, monkeypatch):
     overrides = tiny(corpus, tmp_path, "ablation.values=[gelu,xgelu]", "ablation.seeds=[1,2]")
     report, table = run_ablation(RECIPE, overrides)

@@ -9,6 +9,8 @@ import pytest
 
 from mosaic_pretrain.bench.compile_counts import results_markdown, run_compile_counts
 
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
+
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory):

@@ -45,6 +45,8 @@ from mosaic_pretrain.train.resume import read_checkpoint_state
 from mosaic_pretrain.train.run import train
 from tests.glue_helpers import STANDINS
 
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
+
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 SWEEP = {  # one quick job per point: SST-2 stand-in, one seed, small subsets, on the CPU
     "tasks": ["sst2"],

@@ -98,6 +98,7 @@ def write_sweep(path: Path, starting_point, glue_root, tasks, seeds=(1, 2), **ex
     return path
 
 
+@pytest.mark.slow
 def test_a_sweep_finetunes_every_task_and_seed_in_parallel_and_reports(
     pretrained, glue_root, tmp_path
 ):
@@ -183,6 +184,7 @@ def test_a_sweep_finetunes_every_task_and_seed_in_parallel_and_reports(
 TASKS = ("mnli", "sst2", "mrpc", "vader")
 
 
+@pytest.mark.slow
 def test_a_killed_job_is_reported_the_others_finish_and_a_rerun_completes(
     pretrained, glue_root, tmp_path
 ):
@@ -213,6 +215,7 @@ def test_a_killed_job_is_reported_the_others_finish_and_a_rerun_completes(
     assert rerun.failed == {} and report["glue_average"]["tasks"] == ["mnli", "mrpc", "sst2"]
 
 
+@pytest.mark.slow
 def test_the_hugging_face_bert_baseline_finetunes_too(glue_root, tmp_path):
     checkpoints = pretrain(tmp_path / "baseline", "model.name=hf_bert")
     sweep_file = write_sweep(tmp_path / "sweep" / "s.yaml", checkpoints, glue_root, ["sst2"], (1,))

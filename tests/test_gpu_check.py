@@ -38,12 +38,14 @@ def dry_run(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.slow
 def test_dry_run_exits_0_and_prints_the_summary_last(dry_run):
     done, out = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.endswith((out / "summary.md").read_text())
 
 
+@pytest.mark.slow
 def test_dry_run_writes_only_what_a_lent_machine_sends_back(dry_run):
     _, out = dry_run
     written = sorted(path.name for path in out.iterdir())
@@ -52,6 +54,7 @@ def test_dry_run_writes_only_what_a_lent_machine_sends_back(dry_run):
     assert all((out / name).is_file() and (out / name).stat().st_size > 0 for name in written)
 
 
+@pytest.mark.slow
 def test_dry_run_runs_every_part_and_measures_every_configuration(dry_run):
     _, out = dry_run
     record = json.loads((out / "training_step.json").read_text())
@@ -76,6 +79,7 @@ def test_dry_run_runs_every_part_and_measures_every_configuration(dry_run):
     assert "| mosaic_bert | sdpa | True | host |" in markdown and "End to end" in markdown
 
 
+@pytest.mark.slow
 def test_dry_run_records_versions_and_the_gpu_tests(dry_run):
     _, out = dry_run
     versions = json.loads((out / "versions.json").read_text())

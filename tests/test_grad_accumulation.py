@@ -111,6 +111,7 @@ def test_microbatches_give_the_gradient_of_the_whole_batch(
     assert_same_gradients(recorded["gradients"], expected)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LAUNCHER.exists(), reason="Composer's launcher is not installed")
 def test_two_ranks_give_the_gradient_of_the_global_batch(paragraphs, tmp_path):
     """Two CPU ranks (gloo), each packing its own 16 documents into rows and splitting them into

@@ -38,6 +38,7 @@ def poison(monkeypatch, microbatch_call: int, factor: float) -> None:
     monkeypatch.setattr(MLMComposerModel, "loss", poisoned_loss(microbatch_call, factor))
 
 
+@pytest.mark.slow
 def test_the_loss_is_read_once_per_step_and_never_per_microbatch(corpus, tmp_path, monkeypatch):
     reads: list[int] = []
     syncing: list[str] = []

@@ -5,12 +5,15 @@ two sources, whole-word masking) -> train -> export -> a GLUE sweep on a stand-i
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.glue.report import REPORT_JSON
 from tests.glue_helpers import STANDINS
+
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke-own-domain.yaml"
 TERMS = ["estoppel", "tortfeasor", "indemnity", "easement", "fiduciary", "subrogation"]

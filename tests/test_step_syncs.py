@@ -121,6 +121,7 @@ def varied_batches(count: int, seqlen: int = 32):
         yield ids, mask, torch.where(chosen, ids, torch.full_like(ids, -100))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_compiled_training_matches_eager_and_stops_recompiling(tiny_config, backend):
     """aot_eager traces forward and backward as inductor would, without generating code."""

@@ -223,6 +223,7 @@ def test_another_runs_checkpoints_are_never_overwritten_unless_asked(corpus, tmp
     )
 
 
+@pytest.mark.slow
 def test_compile_key_compiles_the_model(corpus, tmp_path):
     """With torch.compile's `eager` backend the numbers are those of the plain model."""
     common = ["max_duration=2ba", "eval_interval=2ba", "save_interval=2ba"]

@@ -17,6 +17,8 @@ import torch
 
 from mosaic_pretrain.train.export import load_composer_weights
 
+pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
+
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 LAUNCHER = Path(sys.executable).parent / "composer"
 QUICK = [

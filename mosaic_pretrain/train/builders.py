@@ -157,6 +157,12 @@ def build_streams(dataset: DatasetSection) -> list[Stream] | None:
     ]
 
 
+def data_sources(dataset: DatasetSection) -> list[Stream]:
+    """Every MDS dataset a loader reads: its streams, or its one local/remote folder."""
+    streams = build_streams(dataset)
+    return streams or [Stream(local=dataset.local, remote=dataset.remote, split=dataset.split)]
+
+
 def build_dataloader(
     loader: LoaderSection,
     config: PretrainConfig,

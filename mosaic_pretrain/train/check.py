@@ -176,20 +176,15 @@ def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems
 def _check_data(
     name: str, loader: LoaderSection, tokenizer, problems: Problems, verify_hashes: bool
 ) -> None:
+    from mosaic_pretrain.train.builders import data_sources
+
     dataset = loader.dataset
-    if dataset.streams is None:
-        sources = [(dataset.local, dataset.remote, dataset.split)]
-    else:
-        sources = [
-            (stream.local, stream.remote, stream.split or dataset.split)
-            for stream in dataset.streams.values()
-        ]
-    for local, remote, split in sources:
-        if remote is not None:
+    for source in data_sources(dataset):
+        if source.remote is not None:
             continue  # fetched at run time; the index is checked once downloaded
-        if dataset.convert_builtin_corpus and not (Path(local) / MANIFEST).exists():
+        if dataset.convert_builtin_corpus and not (Path(source.local) / MANIFEST).exists():
             continue  # converted on first use
-        split_root = problems.attempt(check_local_split, local, split)
+        split_root = problems.attempt(check_local_split, source.local, source.split)
         if split_root is not None:
             problems.attempt(check_tokenizer_matches, split_root / INDEX, tokenizer)
             if verify_hashes:

@@ -80,7 +80,8 @@ def run_card(
     )
 
 
-def _trained(timestamp: dict) -> dict[str, int]:
+def trained_counts(timestamp: dict) -> dict[str, int]:
+    """Batches, samples and tokens of a Composer Timestamp's state (as a checkpoint holds it)."""
     return {
         "batches": int(timestamp["batch"]),
         "samples": int(timestamp["sample"]),
@@ -150,7 +151,7 @@ def export_checkpoint(
         model,
         tokenizer,
         made_by=f"`mosaic-pretrain export` of checkpoint {checkpoint.resolve().name}",
-        trained=_trained(state["state"].get("timestamp", {}).get("Timestamp", {})),
+        trained=trained_counts(state["state"].get("timestamp", {}).get("Timestamp", {})),
         metrics_folder=checkpoint.parent,
         code_version=record.get("code_version", "unknown"),
         with_code=with_code,

@@ -107,8 +107,12 @@ def model_files() -> dict[str, str]:
         ]
         if left:
             raise RuntimeError(f"{path.name} still imports from {left[0]} after rewriting")
-        indirect = sorted(other.stem for other in _closure(path) - _our_imports(path))
-        if path in entries and indirect:
+        indirect = (
+            sorted(other.stem for other in _closure(path) - _our_imports(path))
+            if path in entries
+            else []
+        )
+        if indirect:
             source += "\n\n# transformers copies only the modules a remote file imports itself.\n"
             source += "".join(
                 f"from .{module} import __name__ as _needs_{module}  # noqa: E402\n"

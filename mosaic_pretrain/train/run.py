@@ -13,7 +13,12 @@ from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
 from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.checkpoints import repair_checkpoint_folder
-from mosaic_pretrain.train.export import RESOLVED_CONFIG, run_card, save_hf_directory
+from mosaic_pretrain.train.export import (
+    RESOLVED_CONFIG,
+    run_card,
+    save_hf_directory,
+    trained_counts,
+)
 from mosaic_pretrain.train.folders import (
     disk_full_message,
     free_export_folder,
@@ -70,12 +75,8 @@ def train(config: PretrainConfig) -> Trainer:
 
 
 def _export(config: PretrainConfig, built: BuiltRun, folder: Path) -> None:
-    model, timestamp = built.model.model.eval(), built.trainer.state.timestamp
-    trained = {
-        "batches": timestamp.batch.value,
-        "samples": timestamp.sample.value,
-        "tokens": timestamp.token.value,
-    }
+    model = built.model.model.eval()
+    trained = trained_counts(built.trainer.state.timestamp.state_dict())
     made_by = "`mosaic-pretrain train` (exported at the end of training)"
     card = run_card(
         config, model, built.tokenizer, made_by, trained, run_folder(config), code_version(),

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from mosaic_pretrain.errors import MosaicPretrainError, RunStopped
 
@@ -250,14 +251,12 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
-    from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
+    from mosaic_pretrain.commands.train import train
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.train.run import train
+    from mosaic_pretrain.glue.pretraining_points import GlueSweeps
 
     config = load_config(args.recipe, args.overrides, world_size=dist.get_world_size())
-    trainer = train(config)
-    for name, metric in trainer.state.eval_metrics.get("eval", {}).items():
-        print(f"final eval {name}: {float(metric.compute()):.4f}")
+    trainer = train(config)  # ends with its summary on the console
     failed = {
         point: why
         for callback in trainer.state.callbacks
@@ -380,7 +379,7 @@ def _add_ablate(subparsers: argparse._SubParsersAction) -> None:
 def _run_ablate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from mosaic_pretrain.ablation.runs import run_ablation
+    from mosaic_pretrain.ablation.command import run_ablation
 
     report, table = run_ablation(Path(args.recipe), args.overrides, args.report_only)
     print(table)
@@ -486,11 +485,28 @@ def _sweep_problems(path: str, overrides: list[str]) -> list[str]:
     return check_sweep(config)
 
 
+def check_file(
+    path: str | Path, overrides: list[str] = (), world_size: int = 1, verify_hashes: bool = False
+) -> list[str]:
+    """Problems of the pretraining recipe at `path` (empty when it is ready to run); for an
+    ablation recipe, first that every value makes a valid recipe."""
+    from mosaic_pretrain.ablation.runs import plan_runs
+    from mosaic_pretrain.commands.check import check_recipe
+    from mosaic_pretrain.config import load_config
+
+    try:
+        config = load_config(path, overrides, world_size)
+        if config.ablation is not None:
+            plan_runs(Path(path), list(overrides))
+    except MosaicPretrainError as error:
+        return error.problems  # nothing else can be checked without valid recipes
+    return check_recipe(config, verify_hashes)
+
+
 def _run_check(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
     from mosaic_pretrain.errors import ConfigError
-    from mosaic_pretrain.train.check import check_file
 
     if _is_sweep(args.recipe):
         if args.verify_hashes:
@@ -525,12 +541,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate(subparsers)
     _add_pareto(subparsers)
     _add_check(subparsers)
+    verbose = "show every library's INFO log lines (hidden by default; warnings always show)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
+    for command in subparsers.choices.values():  # after the command too; SUPPRESS keeps the first
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=verbose)  # fmt: skip
     return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our INFO lines (the backend chosen, conversions, resumes) and every library's warnings;
+    the libraries' INFO chatter (seeds, streaming's defaults) only with --verbose."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("mosaic_pretrain").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         args.handler(args)
     except RunStopped as stopped:

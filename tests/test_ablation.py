@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mosaic_pretrain.ablation.runs import OUTCOME_FILE, plan_runs, run_ablation
+from mosaic_pretrain.ablation.command import run_ablation
+from mosaic_pretrain.ablation.runs import OUTCOME_FILE, plan_runs
 from mosaic_pretrain.cli import main
 from mosaic_pretrain.errors import ConfigError
 
@@ -57,12 +58,12 @@ def test_each_value_runs_at_equal_steps_and_a_rerun_trains_nothing(corpus, tmp_p
     for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png"):
         assert (folder / name).stat().st_size > 0
 
-    import mosaic_pretrain.train.run as run_module
+    import mosaic_pretrain.ablation.runs as runs_module
 
     def must_not_train(config):
         raise AssertionError(f"{config.run_name} trained again")
 
-    monkeypatch.setattr(run_module, "train", must_not_train)
+    monkeypatch.setattr(runs_module, "train", must_not_train)
     again, _ = run_ablation(RECIPE, overrides)
     assert again["values"] == report["values"]
 

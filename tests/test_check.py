@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from mosaic_pretrain.cli import main
+from mosaic_pretrain.cli import check_file, main
 from mosaic_pretrain.data.convert import ConvertOptions, convert
-from mosaic_pretrain.train.check import check_file
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 
@@ -115,8 +114,8 @@ def test_a_read_only_save_folder(data, tmp_path):
 
 
 def test_checkpoint_problems(data, tmp_path):
+    from mosaic_pretrain.commands.train import train
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.train.run import train
 
     quick = [
         "model.model_config.num_hidden_layers=1",

@@ -18,9 +18,10 @@ import torch
 import yaml
 from composer.core import Callback
 
-from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE
 from mosaic_pretrain.cli import main
+from mosaic_pretrain.commands.check import check_recipe
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.glue import point_queue
@@ -39,10 +40,9 @@ from mosaic_pretrain.glue.points import (
     Point,
     read_results,
 )
+from mosaic_pretrain.glue.pretraining_points import GlueSweeps
 from mosaic_pretrain.glue.sweep import PID_FILE, Placement, Scheduler, SweepOutcome, SweepStopped
-from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.resume import read_checkpoint_state
-from mosaic_pretrain.train.run import train
 from tests.glue_helpers import STANDINS
 
 pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
@@ -87,6 +87,7 @@ def recipe(corpus, folder: Path, sweep_file: Path, *overrides: str):
             "global_train_batch_size=8",
             "device_train_microbatch_size=8",
             "log_to_console=false",
+            "autoresume=false",  # a new run each time (the smoke recipe continues its own)
             "eval_loader=null",
             "callbacks.speed_monitor=null",
             "callbacks.optimizer_monitor=null",
@@ -221,7 +222,7 @@ def test_waiting_for_sweeps_pauses_training_and_the_wait_is_not_in_the_clock(
     corpus, sweep_file, tmp_path, monkeypatch
 ):
     pause = 1.5
-    monkeypatch.setattr("mosaic_pretrain.callbacks.glue_sweeps.sweep_point", fake_sweep(pause))
+    monkeypatch.setattr("mosaic_pretrain.glue.pretraining_points.sweep_point", fake_sweep(pause))
     config = recipe(
         corpus,
         tmp_path,
@@ -265,7 +266,7 @@ def test_background_sweeps_run_while_training_goes_on(corpus, sweep_file, tmp_pa
     batch_times = BatchTimes()
     monkeypatch.setattr(point_queue, "sweep_mode", lambda gpus, wait: SweepMode.background)
     monkeypatch.setattr(
-        "mosaic_pretrain.callbacks.glue_sweeps.sweep_point", fake_sweep(2.0, sweep_times)
+        "mosaic_pretrain.glue.pretraining_points.sweep_point", fake_sweep(2.0, sweep_times)
     )
     monkeypatch.setattr(
         "mosaic_pretrain.train.trainer.build_callbacks", lambda section: [batch_times]
@@ -360,6 +361,7 @@ def test_bad_glue_sweep_recipes_are_refused_before_training(corpus, sweep_file, 
                     f"save_folder={tmp_path}/run",
                     f"data_local={corpus}",
                     "export_folder=null",
+                    "autoresume=false",
                     *overrides,
                 ],
                 world_size=world_size,

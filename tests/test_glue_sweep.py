@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from mosaic_pretrain.cli import main
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import CheckpointError, ConfigError, DataError
 from mosaic_pretrain.glue.config import load_sweep
@@ -24,7 +25,6 @@ from mosaic_pretrain.glue.report import REPORT_CSV, REPORT_JSON, REPORT_PNG
 from mosaic_pretrain.glue.start import load_classifier, save_encoder
 from mosaic_pretrain.glue.sweep import PID_FILE, glue
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
-from mosaic_pretrain.train.run import train
 from tests.glue_helpers import STANDINS, write_glue_layouts, write_tsv
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"

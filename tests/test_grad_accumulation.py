@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.train.builders import (
     build_composer_model,
@@ -23,7 +24,6 @@ from mosaic_pretrain.train.builders import (
     build_tokenizer,
 )
 from mosaic_pretrain.train.microbatches import count_tokens, split_into_microbatches, with_layout
-from mosaic_pretrain.train.run import train
 from tests.gradient_recorder import recording_into
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"

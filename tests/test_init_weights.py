@@ -13,16 +13,16 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertTokenizerFast
 
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
+from mosaic_pretrain.commands.check import check_recipe
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.data.tokenizer import BUNDLED_VOCABULARIES, model_config_for
 from mosaic_pretrain.errors import CheckpointError, ConfigError
 from mosaic_pretrain.model import MosaicBertForMaskedLM
 from mosaic_pretrain.train.builders import build_model
-from mosaic_pretrain.train.check import check_recipe
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.export import save_hf_directory
 from mosaic_pretrain.train.resume import check_resume, recipe_record
-from mosaic_pretrain.train.run import train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 # The smoke recipe's model (preset mini) cut to one layer, without dropout, so a training step's

@@ -1,5 +1,6 @@
 """The README's promises that the rest of the repo must keep."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -54,3 +55,89 @@ def test_code_is_ruff_clean():
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# The house from the ground up (DESIGN.md, "Layers"): a module may import only from its own package
+# or from a layer beneath it. Top-level modules count as their own layer.
+LAYERS = {
+    "mosaic_pretrain": 0,  # the package's __init__ (its version)
+    "errors": 0,
+    "device_info": 0,
+    "model": 1,
+    "smoke": 2,
+    "config": 2,
+    "data": 2,
+    "callbacks": 3,
+    "train": 4,
+    "glue": 5,
+    "commands": 6,
+    "ablation": 7,
+    "cli": 8,
+    "__main__": 9,
+    "bench": 9,  # benchmarks time the commands (the GPU check runs the command line itself)
+}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module of the package and the package modules it imports, at any depth of its code
+    (an import inside a function still ties the two)."""
+    graph = {}
+    for path in (ROOT / "mosaic_pretrain").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            imported.update(name for name in names if name.split(".")[0] == "mosaic_pretrain")
+        graph[module] = imported
+    return graph
+
+
+def _layer(module: str) -> tuple[str, int]:
+    parts = module.split(".")
+    unit = parts[1] if len(parts) > 1 else parts[0]
+    assert unit in LAYERS, f"{module}: give its package a layer in LAYERS"
+    return unit, LAYERS[unit]
+
+
+def test_each_package_imports_only_the_layers_beneath_it():
+    upward = []
+    for module, imported in _imports().items():
+        unit, layer = _layer(module)
+        for target in imported:
+            target_unit, target_layer = _layer(target)
+            if target_unit != unit and target_layer >= layer:
+                upward.append(f"{module} -> {target}")
+    assert not upward, upward
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    graph = _imports()
+    modules = set(graph)
+
+    def resolve(name: str) -> str | None:  # `from mosaic_pretrain.model import X` is the package
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges = {module: {resolve(target) for target in graph[module]} - {None} for module in graph}
+    circles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            circles.append(" -> ".join([*path[path.index(module) :], module]))
+            return
+        if module in done:
+            return
+        for target in sorted(edges[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, [])
+    assert not circles, circles

@@ -42,6 +42,7 @@ def quick(data: Path, save_folder: Path, *overrides: str) -> list[str]:
         "max_duration=2ba",
         "save_interval=2ba",
         "log_to_console=false",
+        "autoresume=false",  # a new run each time (the smoke recipe continues its own)
         "export_folder=null",
         f"save_folder={save_folder}",
         *overrides,
@@ -59,7 +60,7 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_folder(data, tmp_path_factory) -> Path:
     """The save folder of a real 2-batch run (checkpoint, resolved recipe)."""
-    from mosaic_pretrain.train.run import train
+    from mosaic_pretrain.commands.train import train
 
     folder = tmp_path_factory.mktemp("run") / "ckpt"
     train(load_config(SMOKE, quick(data, folder))).close()
@@ -159,7 +160,7 @@ def test_train_with_autoresume_refuses_a_forged_latest_checkpoint(data, forged, 
 def test_composers_own_load_is_checked_first(data, forged, monkeypatch):
     """Composer unpickles without restriction; when our checks do not see the file first (a
     remote load_path), the validation hook still refuses it."""
-    from mosaic_pretrain.train import run
+    import mosaic_pretrain.commands.train as run
 
     folder, checkpoint, marker, named = forged
     monkeypatch.setattr(run, "check_recipe", lambda config: [])  # as for a bucket's checkpoint

@@ -11,12 +11,12 @@ import torch
 from streaming import Stream
 
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
+from mosaic_pretrain.commands.check import check_recipe
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.data.convert import ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.train.check import check_recipe
-from mosaic_pretrain.train.run import train
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
 QUICK = [
@@ -24,6 +24,7 @@ QUICK = [
     "global_train_batch_size=8",
     "device_train_microbatch_size=8",
     "log_to_console=false",
+    "autoresume=false",  # a new run each time (the smoke recipe continues its own)
     "eval_loader=null",
     "export_folder=null",
     "train_loader.dataset.local=null",
@@ -145,7 +146,7 @@ def test_resuming_a_mixture_mid_epoch_is_bit_identical(sources, tmp_path):
 
 def test_check_looks_at_every_stream(sources, tmp_path):
     broken = mixture(sources).replace(str(sources / "legal"), str(tmp_path / "missing"))
-    config = load_config(SMOKE, [*QUICK, broken])
+    config = load_config(SMOKE, [*QUICK, broken, f"save_folder={tmp_path}/ckpt"])
     problems = check_recipe(config)
     assert any(f"no MDS index at {tmp_path / 'missing'}/train/index.json" in p for p in problems)
     assert len(problems) == 1  # the books stream is fine

@@ -9,10 +9,10 @@ import torch
 
 from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE, read_metrics
 from mosaic_pretrain.cli import main
+from mosaic_pretrain.commands.train import RESOLVED_CONFIG, train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.train.export import load_composer_weights
-from mosaic_pretrain.train.run import RESOLVED_CONFIG, train
 from tests.data_helpers import shared_memory_of
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
@@ -23,6 +23,7 @@ QUICK = [
     "device_train_microbatch_size=8",
     "device_eval_batch_size=32",
     "log_to_console=false",
+    "autoresume=false",  # a new run each time (the smoke recipe continues its own)
 ]
 
 
@@ -256,7 +257,7 @@ def _poison_loss(monkeypatch, at_batch: int, factor: float):
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
-    import mosaic_pretrain.train.run as run_module
+    import mosaic_pretrain.commands.train as run_module
     from mosaic_pretrain.callbacks.loss_guard import NumericalFault
 
     _poison_loss(monkeypatch, at_batch=3, factor=float("nan"))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.compare import flatten
 from mosaic_pretrain.errors import ConfigError, MosaicPretrainError
@@ -125,8 +126,6 @@ def _parameter_count(trainer) -> int:
 
 def run_one(run: AblationRun) -> dict:
     """Train one run (continuing it if a checkpoint exists) and write its outcome."""
-    from mosaic_pretrain.train.run import train
-
     run.folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     outcome = {"value": run.value, "seed": run.seed, "name": run.name}
@@ -145,20 +144,3 @@ def run_one(run: AblationRun) -> dict:
     temporary.write_text(json.dumps(outcome, indent=2) + "\n")
     temporary.replace(run.outcome_path)
     return outcome
-
-
-def run_ablation(recipe: Path, overrides: list[str], report_only: bool = False):
-    """Run what is not finished yet, then write the comparison (see `ablation.report`)."""
-    from mosaic_pretrain.ablation.report import write_report
-
-    base, runs = plan_runs(recipe, overrides)
-    if not report_only:
-        for run in runs:
-            previous = run.outcome()
-            if previous is not None and previous["status"] == "finished":
-                logger.info("ablation run %s: finished before, skipped", run.name)
-                continue
-            logger.info("ablation run %s: %s=%s, seed %d", run.name, base.ablation.key,
-                        run.value, run.seed)  # fmt: skip
-            run_one(run)
-    return write_report(base, runs, recipe)

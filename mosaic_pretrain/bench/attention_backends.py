@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from mosaic_pretrain.bench.timing import device_description, time_steps
+from mosaic_pretrain.bench.timing import time_steps
+from mosaic_pretrain.device_info import device_description
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
 from mosaic_pretrain.model.attention import ATTENTION_BACKENDS, backend_unavailable_reason
 from mosaic_pretrain.smoke import synthetic_mlm_batch

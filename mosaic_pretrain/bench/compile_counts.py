@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from mosaic_pretrain.bench.records import write_record
-from mosaic_pretrain.bench.timing import device_description
+from mosaic_pretrain.device_info import device_description
 
 RECOMPILE_LOGGER = "torch._dynamo"
 
@@ -55,8 +55,8 @@ def count_compilation(
     """Train `recipe` (a dict in recipe form, without `compile`) compiled, and count."""
     import yaml
 
+    from mosaic_pretrain.commands.train import train
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.train.run import train
 
     counters = torch._dynamo.utils.counters
     torch._dynamo.reset()

@@ -24,11 +24,11 @@ import torch
 import transformers
 from transformers import DataCollatorForLanguageModeling
 
-from mosaic_pretrain.bench.timing import cpu_model
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset
 from mosaic_pretrain.data.tokenizer import load_tokenizer
+from mosaic_pretrain.device_info import cpu_model
 
 
 def _time_batches(make_batch, batches: int, repeats: int) -> tuple[float, int]:

@@ -86,7 +86,7 @@ def probe(scratch: Path, plan: dict) -> dict:
     cost the versions, which say why."""
     import torch
 
-    from mosaic_pretrain.bench.timing import device_description
+    from mosaic_pretrain.device_info import device_description
 
     device = torch.device(plan["device"])
     found = {"python": platform.python_version(), "executable": sys.executable}
@@ -98,7 +98,7 @@ def probe(scratch: Path, plan: dict) -> dict:
     found["paths"] = paths
     found["composer_error"] = import_error("composer")
     # Our Trainer path imports more of Composer than `import composer` does.
-    found["trainer_error"] = import_error("mosaic_pretrain.train.run")
+    found["trainer_error"] = import_error("mosaic_pretrain.commands.train")
     found["peak_bf16_flops"] = found["matmul_ceiling_flops"] = None
     try:
         found.update(device_description(device))

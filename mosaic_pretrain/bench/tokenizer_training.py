@@ -14,7 +14,6 @@ from pathlib import Path
 
 import tokenizers
 
-from mosaic_pretrain.bench.timing import cpu_model
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS
 from mosaic_pretrain.data.tokenizer_training import (
     COMPARED_WITH,
@@ -22,6 +21,7 @@ from mosaic_pretrain.data.tokenizer_training import (
     TokenizerOptions,
     train_tokenizer,
 )
+from mosaic_pretrain.device_info import cpu_model
 
 
 def run_tokenizer_benchmark(

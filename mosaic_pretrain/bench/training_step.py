@@ -40,12 +40,13 @@ from mosaic_pretrain.bench.step_results import (
     empty_result,
     fastest_backend,
 )
-from mosaic_pretrain.bench.timing import device_description, time_steps
+from mosaic_pretrain.bench.timing import time_steps
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
 from mosaic_pretrain.data.sources import SourceOptions
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS, load_tokenizer, model_config_for
+from mosaic_pretrain.device_info import device_description
 from mosaic_pretrain.model import MosaicBertForMaskedLM, hf_bert_for_masked_lm
 from mosaic_pretrain.model.attention import backend_unavailable_reason
 from mosaic_pretrain.model.padding import BatchLayout
@@ -406,8 +407,8 @@ def end_to_end(
     trained in this process."""
     import yaml
 
+    from mosaic_pretrain.commands.train import train
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.train.run import train
 
     with tempfile.TemporaryDirectory() as scratch:
         recipe = end_to_end_recipe(

@@ -127,6 +127,11 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     except ConfigError as error:
         problems.append(str(error))
         duration = warmup = None
+    check(
+        config.console_log_interval.endswith("ba"),
+        f"console_log_interval={config.console_log_interval}: the console logs every N batches; "
+        "write it in ba, e.g. 10ba",
+    )
     if duration is not None and warmup is not None:
         check(
             _warmup_fits(warmup, duration, config.global_train_batch_size),

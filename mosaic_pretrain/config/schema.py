@@ -25,6 +25,11 @@ class OptimizerName(str, Enum):
     decoupled_adamw = "decoupled_adamw"  # AdamW with weight decay not scaled by the LR
 
 
+class ConsoleMetrics(str, Enum):
+    concise = "concise"  # one line of the figures a person watches (callbacks/console.py)
+    all = "all"  # Composer's console logger: every logged key, per-parameter norms included
+
+
 class SchedulerName(str, Enum):
     linear_decay_with_warmup = "linear_decay_with_warmup"
 
@@ -300,9 +305,15 @@ class PretrainConfig:
     loss_guard: LossGuardSection = field(default_factory=LossGuardSection)
     # Keys a resumed run may change from its checkpoint's recipe, e.g. [optimizer.lr] (ours).
     resume_allow_changes: list[str] = field(default_factory=list)
-    progress_bar: bool = False
-    log_to_console: bool = True
-    console_log_interval: str = "1ba"
+    # The console while training: null shows one live progress line on a terminal and a line
+    # every console_log_interval batches elsewhere (a file, CI, a cluster job); true / false
+    # force the live line / the lines.
+    progress_bar: bool | None = None
+    log_to_console: bool = True  # false: no lines while training (header and summary still print)
+    console_log_interval: str = "1ba"  # in batches
+    # What a console line holds (ours): concise figures, or every key logged (the long form;
+    # `metrics.jsonl` and W&B always get every key).
+    console_metrics: ConsoleMetrics = ConsoleMetrics.concise
     model: ModelSection = field(default_factory=ModelSection)
     train_loader: LoaderSection = field(default_factory=LoaderSection)
     eval_loader: LoaderSection | None = None

@@ -1,22 +1,25 @@
 """Builders: each turns one section of a validated recipe into the object Composer needs."""
 
 import logging
+import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
-from composer.core import DataSpec, Evaluator
+from composer.core import DataSpec, Evaluator, Time, TimeUnit
 from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
 from streaming import Stream
 from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
+from mosaic_pretrain.callbacks.console import ConsoleProgress
 from mosaic_pretrain.callbacks.gate_ranges import GateRangeMonitor
 from mosaic_pretrain.callbacks.loss_guard import LossGuard
 from mosaic_pretrain.callbacks.metrics_file import MetricsFile
+from mosaic_pretrain.callbacks.wandb_logger import WandBMetricsLogger
 from mosaic_pretrain.config.schema import (
     CallbacksSection,
+    ConsoleMetrics,
     DatasetSection,
     LoaderSection,
     LoggersSection,
@@ -282,41 +285,6 @@ def build_callbacks(section: CallbacksSection) -> list:
     return callbacks
 
 
-def build_glue_sweeps(
-    config: PretrainConfig,
-    model: MLMComposerModel,
-    tokenizer: PreTrainedTokenizerBase,
-    should_stop: Callable[[], bool],
-):
-    """The GlueSweeps callback of `callbacks.glue_sweep` (None without one). Its sweeps run on
-    the GPUs set aside, else after training; `wait_for_sweeps` makes training wait for each."""
-    section = config.callbacks.glue_sweep
-    if section is None:
-        return None
-    # Imported here: the GLUE modules import the export code, which imports this module.
-    from composer.utils import dist
-
-    from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
-    from mosaic_pretrain.glue import point_queue
-    from mosaic_pretrain.glue.point_sweep import PointSweepSettings
-    from mosaic_pretrain.glue.points import POINTS_FOLDER
-    from mosaic_pretrain.train.export import save_hf_directory
-    from mosaic_pretrain.train.folders import run_folder
-
-    return GlueSweeps(
-        folder=run_folder(config) / POINTS_FOLDER,
-        save_weights=lambda out: save_hf_directory(model.model, tokenizer, out),
-        settings=PointSweepSettings.from_section(section, config.run_name),
-        mode=point_queue.sweep_mode(section.gpus, section.wait_for_sweeps),
-        interval=section.interval,
-        at_end=section.at_end,
-        devices=dist.get_world_size(),
-        price=section.gpu_hour_price,
-        keep_weights=section.keep_weights,
-        should_stop=should_stop,
-    )
-
-
 def build_loss_guard(section: LossGuardSection) -> LossGuard:
     """The guard weighs each microbatch's loss by its masked tokens, as the Trainer's gradient
     accumulation does, so the loss it checks is the batch's."""
@@ -329,13 +297,31 @@ def build_loss_guard(section: LossGuardSection) -> LossGuard:
     )
 
 
+def total_batches(config: PretrainConfig) -> int | None:
+    """max_duration in batches, when it is given in batches or samples (else unknown ahead)."""
+    duration = Time.from_timestring(config.max_duration)
+    if duration.unit is TimeUnit.BATCH:
+        return duration.value
+    if duration.unit is TimeUnit.SAMPLE:
+        return math.ceil(duration.value / config.global_train_batch_size)
+    return None
+
+
+def build_console(config: PretrainConfig) -> list[ConsoleProgress]:
+    """Our concise console lines, unless the recipe asks for none or for Composer's long form."""
+    if not config.log_to_console or config.console_metrics is ConsoleMetrics.all:
+        return []
+    return [
+        ConsoleProgress(config.console_log_interval, config.progress_bar, total_batches(config))
+    ]
+
+
 def build_loggers(section: LoggersSection, folder: Path) -> list:
     loggers = [MetricsFile(folder)]
     if section.wandb is None:
         return loggers
     try:
         import wandb  # noqa: F401
-        from composer.loggers import WandBLogger
     except ImportError:
         raise ConfigError(
             "loggers.wandb needs the wandb package: pip install 'mosaic_pretrain[wandb]'"
@@ -344,7 +330,7 @@ def build_loggers(section: LoggersSection, folder: Path) -> list:
         os.environ.setdefault("WANDB_MODE", "offline")  # no project: never send anything
     return [
         *loggers,
-        WandBLogger(
+        WandBMetricsLogger(
             project=section.wandb.project,
             entity=section.wandb.entity,
             tags=list(section.wandb.tags),

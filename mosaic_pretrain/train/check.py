@@ -9,8 +9,8 @@ sizes, pre-tokenized with this tokenizer; with `--verify-hashes` also every shar
 against the index's hashes); the save folder is writable and holds no other run's
 checkpoints; the export folder is free; the checkpoint a run would continue (`autoresume` or
 `load_path`) is complete, readable by the safe loader, of this model and compatible with this
-recipe; the GLUE sweep of `callbacks.glue_sweep` (its YAML, tasks and data, the GPUs set aside
-for it).
+recipe. `mosaic_pretrain.commands.check` adds the GLUE sweep of `callbacks.glue_sweep`, and the
+command line an ablation's values.
 """
 
 import os
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from mosaic_pretrain.config import PretrainConfig, load_config
+from mosaic_pretrain.config import PretrainConfig
 from mosaic_pretrain.config.schema import LoaderSection, ModelName, Precision
 from mosaic_pretrain.data.convert import MANIFEST
 from mosaic_pretrain.data.dataset import INDEX, check_local_split, check_tokenizer_matches
 from mosaic_pretrain.data.shard_hashes import verify_split
 from mosaic_pretrain.data.tokenizer import model_vocab_size
-from mosaic_pretrain.errors import MosaicPretrainError, Problems
+from mosaic_pretrain.errors import Problems
 from mosaic_pretrain.train.checkpoints import is_complete
 from mosaic_pretrain.train.resume import (
     check_resume,
@@ -32,24 +32,6 @@ from mosaic_pretrain.train.resume import (
     read_checkpoint_state,
     run_record,
 )
-
-
-def check_file(
-    path: str | Path, overrides: list[str] = (), world_size: int = 1, verify_hashes: bool = False
-) -> list[str]:
-    """Problems of the recipe at `path` (empty when it is ready to run)."""
-    try:
-        config = load_config(path, overrides, world_size)
-    except MosaicPretrainError as error:
-        return error.problems  # nothing else can be checked without a valid recipe
-    if config.ablation is not None:
-        from mosaic_pretrain.ablation.runs import plan_runs
-
-        try:
-            plan_runs(Path(path), list(overrides))  # every value must make a valid recipe
-        except MosaicPretrainError as error:
-            return error.problems
-    return check_recipe(config, verify_hashes)
 
 
 def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[str]:
@@ -77,7 +59,6 @@ def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[st
     _check_folders(config, problems)
     if checkpoint is not None:
         _check_checkpoint(config, checkpoint, tokenizer, problems)
-    _check_glue_sweep(config, problems)
     return problems.found
 
 
@@ -128,15 +109,6 @@ def _attention_backend(config: PretrainConfig) -> str | None:
     if config.model.name is not ModelName.mosaic_bert:
         return None
     return config.model.model_config.attention_backend
-
-
-def _check_glue_sweep(config: PretrainConfig, problems: Problems) -> None:
-    from mosaic_pretrain.glue.point_sweep import check_point_sweep
-    from mosaic_pretrain.glue.points import POINTS_FOLDER
-    from mosaic_pretrain.train.folders import run_folder
-
-    for problem in check_point_sweep(config, run_folder(config) / POINTS_FOLDER):
-        problems.add(problem)
 
 
 def _check_vocabulary(config: PretrainConfig, tokenizer, problems: Problems) -> None:
@@ -211,7 +183,9 @@ def _check_folders(config: PretrainConfig, problems: Problems) -> None:
 def _check_checkpoint(
     config: PretrainConfig, checkpoint: Path, tokenizer, problems: Problems
 ) -> None:
-    key = "autoresume" if config.autoresume else "load_path"
+    # autoresume takes the save folder's latest checkpoint when there is one, else load_path.
+    from_load_path = config.load_path is not None and checkpoint == Path(config.load_path)
+    key = "load_path" if from_load_path else "autoresume"
     if not checkpoint.is_file():
         problems.add(f"{key}: checkpoint {checkpoint} does not exist")
         return

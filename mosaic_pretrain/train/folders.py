@@ -11,6 +11,7 @@ from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.train.checkpoints import latest_link
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
+from mosaic_pretrain.train.summary import finished_with_export
 
 if TYPE_CHECKING:
     from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
@@ -35,15 +36,18 @@ def save_resolved_config(config: PretrainConfig) -> None:
 
 
 def free_export_folder(config: PretrainConfig) -> Path | None:
-    """Where to export at the end; refused now if taken, not after hours of training."""
+    """Where to export at the end; refused now if taken, not after hours of training. None: no
+    export to write (none asked for, or a finished run's own, rerun with autoresume)."""
     if config.export_folder is None:
         return None
     folder = expand_folder(config.export_folder, config)
-    if folder.exists():
-        raise ConfigError(
-            f"export_folder {folder} already exists; remove it or set another export_folder"
-        )
-    return folder
+    if not folder.exists():
+        return folder
+    if config.autoresume and finished_with_export(config, run_folder(config), folder):
+        return None  # this run's own export, written when it finished: nothing to redo
+    raise ConfigError(
+        f"export_folder {folder} already exists; remove it or set another export_folder"
+    )
 
 
 def check_save_folder(config: PretrainConfig) -> None:

@@ -1,25 +1,27 @@
 """Composer's Trainer for a validated recipe: every builder's output wired together."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from composer import Trainer
+from composer import Callback, Trainer
 from composer.utils import dist
 from transformers import PreTrainedTokenizerBase
 
 from mosaic_pretrain.callbacks.data_memory import ReleaseDataMemory
-from mosaic_pretrain.callbacks.glue_sweeps import GlueSweeps
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.run_record import RunRecord
+from mosaic_pretrain.callbacks.run_tally import RunTally
 from mosaic_pretrain.callbacks.stream_samples import StreamSamples
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.schema import ConsoleMetrics
 from mosaic_pretrain.train.builders import (
     build_callbacks,
     build_compile_config,
     build_composer_model,
+    build_console,
     build_dataloader,
     build_evaluator,
-    build_glue_sweeps,
     build_loggers,
     build_loss_guard,
     build_optimizer,
@@ -39,7 +41,7 @@ class BuiltRun:
     trainer: Trainer
     model: MLMComposerModel  # unwrapped (the Trainer's may be wrapped for DDP)
     tokenizer: PreTrainedTokenizerBase
-    glue_sweeps: GlueSweeps | None  # the GLUE-during-pretraining callback, when configured
+    tally: RunTally  # what the closing summary reports
 
 
 def _stream_samples(config: PretrainConfig) -> list[StreamSamples]:
@@ -48,7 +50,13 @@ def _stream_samples(config: PretrainConfig) -> list[StreamSamples]:
     return [StreamSamples(list(streams))] if streams else []
 
 
-def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
+# Callbacks of the layers above (GLUE during pretraining), made for the model and tokenizer built.
+MoreCallbacks = Callable[[MLMComposerModel, PreTrainedTokenizerBase], list[Callback]]
+
+
+def build_trainer(
+    config: PretrainConfig, stopper: GracefulStop, more_callbacks: MoreCallbacks = lambda *_: []
+) -> BuiltRun:
     """Everything a run needs, wired into Composer's Trainer. Resuming loads the checkpoint."""
     if config.algorithms.fused_layernorm is not None:
         logger.info(
@@ -61,7 +69,7 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
     train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)
-    glue_sweeps = build_glue_sweeps(config, model, tokenizer, lambda: stopper.requested is not None)
+    tally, console = RunTally(), build_console(config)
     with composer_loads_checked():  # Composer unpickles a resumed checkpoint as it builds
         trainer = Trainer(
             run_name=config.run_name,
@@ -85,8 +93,9 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
             compile_config=build_compile_config(config),
             load_path=config.load_path,
             autoresume=config.autoresume,
-            progress_bar=config.progress_bar,
-            log_to_console=config.log_to_console,
+            # The console is ours (builders.build_console); Composer's logger is the long form.
+            progress_bar=False,
+            log_to_console=config.log_to_console and config.console_metrics is ConsoleMetrics.all,
             console_log_interval=config.console_log_interval,
             callbacks=[
                 *build_callbacks(config.callbacks),
@@ -95,8 +104,8 @@ def build_trainer(config: PretrainConfig, stopper: GracefulStop) -> BuiltRun:
                 RunRecord(recipe_record(config)),
                 ReleaseDataMemory(),
                 *_stream_samples(config),
-                *([glue_sweeps] if glue_sweeps is not None else []),
+                *more_callbacks(model, tokenizer),
             ],
-            loggers=build_loggers(config.loggers, run_folder(config)),
+            loggers=[*build_loggers(config.loggers, run_folder(config)), tally, *console],
         )
-    return BuiltRun(trainer, model, tokenizer, glue_sweeps)
+    return BuiltRun(trainer, model, tokenizer, tally)

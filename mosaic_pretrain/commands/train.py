@@ -9,9 +9,11 @@ from composer.utils import dist, reproducibility
 
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
 from mosaic_pretrain.callbacks.run_record import code_version
+from mosaic_pretrain.commands.check import check_recipe
+from mosaic_pretrain.commands.report import closing_summary, run_header
 from mosaic_pretrain.config import PretrainConfig, to_yaml
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
-from mosaic_pretrain.train.check import check_recipe
+from mosaic_pretrain.glue.pretraining_points import GlueSweeps, build_glue_sweeps
 from mosaic_pretrain.train.checkpoints import repair_checkpoint_folder
 from mosaic_pretrain.train.export import (
     RESOLVED_CONFIG,
@@ -50,21 +52,32 @@ def train(config: PretrainConfig) -> Trainer:
     # the Trainer seeds them only once it is constructed, after the model exists.
     reproducibility.seed_all(config.seed)
     export_folder = free_export_folder(config)
-    logger.info("resolved recipe:\n%s", to_yaml(config))
+    logger.debug("resolved recipe:\n%s", to_yaml(config))
     save_resolved_config(config)
     stopper = GracefulStop()
-    built = build_trainer(config, stopper)
+    glue_sweeps: list[GlueSweeps] = []
+
+    def glue_callbacks(model, tokenizer) -> list[GlueSweeps]:
+        sweeps = build_glue_sweeps(config, model, tokenizer, lambda: stopper.requested is not None)
+        glue_sweeps.extend([sweeps] if sweeps is not None else [])
+        return glue_sweeps
+
+    built = build_trainer(config, stopper, glue_callbacks)
     trainer = built.trainer
     try:
+        if dist.get_global_rank() == 0:
+            print(run_header(config, built, export_folder), flush=True)
         _fit(trainer, config)
         if stopper.requested is None and export_folder is not None and dist.get_global_rank() == 0:
             _export(config, built, export_folder)
-        if built.glue_sweeps is not None:  # the final point, and the sweeps still to run
+        for sweeps in glue_sweeps:  # the final point, and the sweeps still to run
             with stopper.listening():
                 stopped = stopper.requested is not None
-                built.glue_sweeps.finish(trainer.state, trainer.logger, stopped=stopped)
+                sweeps.finish(trainer.state, trainer.logger, stopped=stopped)
         if stopper.requested is not None:
             raise RunStopped(stopped_message(config, stopper), signal_exit_code(stopper.requested))
+        if dist.get_global_rank() == 0:
+            print(closing_summary(config, built, export_folder), flush=True)
     except BaseException:
         # The caller never gets this Trainer to close: close it here (loggers flushed, loader
         # workers stopped, the datasets' shared memory freed) rather than at interpreter exit,
@@ -89,7 +102,6 @@ def _fit(trainer: Trainer, config: PretrainConfig) -> None:
     """`fit()`; a run resumed at its max_duration (which Composer refuses to fit) has nothing to
     train, and goes on to what follows training (export, GLUE sweeps still to run)."""
     if not trainer.state.timestamp < trainer.state.max_duration:
-        logger.info("already at max_duration=%s: nothing to train", config.max_duration)
         return
     try:
         trainer.fit()

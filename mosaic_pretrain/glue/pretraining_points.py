@@ -45,11 +45,20 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 from composer.utils.misc import create_interval_scheduler
+from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.config.schema import PretrainConfig
+from mosaic_pretrain.glue import point_queue
 from mosaic_pretrain.glue.point_queue import Sweep, SweepMode, SweepQueue
-from mosaic_pretrain.glue.point_sweep import PointOutcome, PointSweepSettings, sweep_point
+from mosaic_pretrain.glue.point_sweep import (
+    PointOutcome,
+    PointSweepSettings,
+    check_point_sweep,
+    sweep_point,
+)
 from mosaic_pretrain.glue.points import (
     OK,
+    POINTS_FOLDER,
     Clock,
     Point,
     append_result,
@@ -59,6 +68,9 @@ from mosaic_pretrain.glue.points import (
     result_row,
     take_point,
 )
+from mosaic_pretrain.train.composer_model import MLMComposerModel
+from mosaic_pretrain.train.export import save_hf_directory
+from mosaic_pretrain.train.folders import run_folder
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +269,33 @@ def _plot_glue_against_batches() -> None:
         return
     wandb.define_metric("glue/clock/batches")
     wandb.define_metric("glue/*", step_metric="glue/clock/batches")
+
+
+def build_glue_sweeps(
+    config: PretrainConfig,
+    model: MLMComposerModel,
+    tokenizer: PreTrainedTokenizerBase,
+    should_stop: Callable[[], bool],
+) -> GlueSweeps | None:
+    """The GlueSweeps callback of `callbacks.glue_sweep` (None without one). Its sweeps run on
+    the GPUs set aside, else after training; `wait_for_sweeps` makes training wait for each."""
+    section = config.callbacks.glue_sweep
+    if section is None:
+        return None
+    return GlueSweeps(
+        folder=run_folder(config) / POINTS_FOLDER,
+        save_weights=lambda out: save_hf_directory(model.model, tokenizer, out),
+        settings=PointSweepSettings.from_section(section, config.run_name),
+        mode=point_queue.sweep_mode(section.gpus, section.wait_for_sweeps),
+        interval=section.interval,
+        at_end=section.at_end,
+        devices=dist.get_world_size(),
+        price=section.gpu_hour_price,
+        keep_weights=section.keep_weights,
+        should_stop=should_stop,
+    )
+
+
+def glue_sweep_problems(config: PretrainConfig) -> list[str]:
+    """Problems of the recipe's `callbacks.glue_sweep` (its YAML, tasks, data, GPUs set aside)."""
+    return check_point_sweep(config, run_folder(config) / POINTS_FOLDER)

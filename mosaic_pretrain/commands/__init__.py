@@ -1,0 +1,1 @@
+"""Commands that combine the training loop with GLUE and report on runs: `train`, `check`."""

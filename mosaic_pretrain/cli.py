@@ -459,6 +459,45 @@ def _add_check(subparsers: argparse._SubParsersAction) -> None:
         help="also read every local MDS shard and compare it with the hash in its index "
         "(slow; by default shards are checked by size)",
     )
+    from mosaic_pretrain.train.estimate import DEFAULT_GPU, DEFAULT_GPUS, DEFAULT_MFU
+
+    estimate = check.add_argument_group(
+        "estimate", "with --estimate, first print the run's tokens, FLOPs, time, cost and memory"
+    )
+    estimate.add_argument(
+        "--estimate",
+        action="store_true",
+        help="work out what the pretraining recipe will cost before it runs (arithmetic on the "
+        "recipe and a small read of its train data), then check it as usual",
+    )
+    estimate.add_argument(
+        "--gpu",
+        default=None,
+        metavar="NAME|FLOPS",
+        help=f"a100, h100 (h100-sxm), h200 (h200-sxm) or another key of Composer's "
+        f"GPU_AVAILABLE_FLOPS, or a peak in FLOP/s such as 989e12 (default: {DEFAULT_GPU}, "
+        "the paper's)",
+    )
+    estimate.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help=f"GPUs training together (default: {DEFAULT_GPUS}, the paper's node)",
+    )
+    estimate.add_argument(
+        "--mfu",
+        type=float,
+        default=None,
+        help=f"the fraction of the peak the run reaches, in (0, 1] (default: {DEFAULT_MFU})",
+    )
+    estimate.add_argument(
+        "--gpu-hour-price",
+        type=float,
+        default=None,
+        metavar="P",
+        help="price of one GPU-hour, for the cost (default: callbacks.glue_sweep.gpu_hour_price "
+        "of the recipe, if set)",
+    )
     check.set_defaults(handler=_run_check)
 
 
@@ -507,7 +546,32 @@ def _run_check(args: argparse.Namespace) -> None:
     from composer.utils import dist
 
     from mosaic_pretrain.errors import ConfigError
+    from mosaic_pretrain.train.estimate import EstimateOptions, estimate_report
 
+    given = {
+        "--gpu": args.gpu,
+        "--gpus": args.gpus,
+        "--mfu": args.mfu,
+        "--gpu-hour-price": args.gpu_hour_price,
+    }
+    given = [name for name, value in given.items() if value is not None]
+    if given and not args.estimate:
+        verb = "needs" if len(given) == 1 else "need"
+        raise ConfigError(f"{', '.join(given)} {verb} --estimate; add --estimate")
+    unestimated = []  # why the estimate could not be made, reported with the check's problems
+    if args.estimate:
+        if _is_sweep(args.recipe):
+            raise ConfigError(
+                f"--estimate estimates a pretraining recipe; {args.recipe} is a GLUE sweep "
+                "(estimate the recipe that pretrains its starting point)"
+            )
+        options = EstimateOptions.given(
+            gpu=args.gpu, gpus=args.gpus, mfu=args.mfu, gpu_hour_price=args.gpu_hour_price
+        )
+        table, unestimated = estimate_report(
+            args.recipe, args.overrides, options, dist.get_world_size()
+        )
+        print(table, flush=True)
     if _is_sweep(args.recipe):
         if args.verify_hashes:
             raise ConfigError(
@@ -519,6 +583,7 @@ def _run_check(args: argparse.Namespace) -> None:
         problems = check_file(
             args.recipe, args.overrides, dist.get_world_size(), verify_hashes=args.verify_hashes
         )
+    problems += [line for line in unestimated if line.split(": ", 1)[1] not in problems]
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)

@@ -15,7 +15,6 @@ Shown keys (each when logged): `loss/train/total`, `metrics/train/MaskedAccuracy
 `metrics/eval/LanguageCrossEntropy` and `metrics/eval/MaskedAccuracy`.
 """
 
-import math
 import sys
 import time
 from typing import TextIO
@@ -23,6 +22,8 @@ from typing import TextIO
 from composer.core import State, Time, TimeUnit
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+
+from mosaic_pretrain.callbacks.metrics_file import finite
 
 TRAIN_LOSS = "loss/train/total"
 TRAIN_ACCURACY = "metrics/train/MaskedAccuracy"
@@ -32,15 +33,6 @@ TOKENS_PER_SECOND = "throughput/tokens_per_sec"
 MFU = "throughput/device/mfu"
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
 EVAL_ACCURACY = "metrics/eval/MaskedAccuracy"
-
-
-def finite(value) -> float | None:
-    """A logged value as a float, None when it is not a finite number."""
-    try:
-        number = float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def compact(number: float) -> str:

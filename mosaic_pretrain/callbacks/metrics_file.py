@@ -24,7 +24,9 @@ PLOTTED = (
 )
 
 
-def _number(value) -> float | None:
+def finite(value) -> float | None:
+    """A logged value as a float; None when it is not a finite number (never written, shown or
+    summarised as a result)."""
     try:
         number = float(value.item() if hasattr(value, "item") else value)
     except (TypeError, ValueError):
@@ -43,7 +45,7 @@ class MetricsFile(LoggerDestination):
         if dist.get_global_rank() != 0:
             return
         numbers = {
-            key: number for key, value in metrics.items() if (number := _number(value)) is not None
+            key: number for key, value in metrics.items() if (number := finite(value)) is not None
         }
         if not numbers:
             return

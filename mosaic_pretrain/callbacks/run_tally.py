@@ -13,8 +13,8 @@ from mosaic_pretrain.callbacks.console import (
     TOKENS_PER_SECOND,
     TRAIN_ACCURACY,
     TRAIN_LOSS,
-    finite,
 )
+from mosaic_pretrain.callbacks.metrics_file import finite
 
 
 class RunTally(LoggerDestination):

@@ -199,6 +199,7 @@ def test_a_run_without_evaluation_says_so_and_never_prints_nan(tmp_path, data):
                                       "progress_bar=true"))  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "nothing was evaluated in this session (eval_interval=0ba)" in done.stdout
+    assert "tokens per batch, no evaluation (eval_interval=0ba)" in done.stdout  # the header
     assert "nan" not in (done.stdout + done.stderr).lower()
     summary = json.loads((tmp_path / "checkpoints" / SUMMARY_FILE).read_text())
     assert summary["evaluated"] is False and summary["eval"] is None

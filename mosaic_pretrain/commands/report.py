@@ -4,6 +4,7 @@ first batch; the closing summary (also written as summary.json) when it ends."""
 from pathlib import Path
 
 import torch
+from composer.core import Time
 from composer.utils import dist
 
 from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE
@@ -33,7 +34,7 @@ def run_header(config: PretrainConfig, built: BuiltRun, export_folder: Path | No
         f"run {config.run_name}: {name} ({parameters / 1e6:.1f}M "
         f"parameters), {config.precision.value} on {_device_name(state)}; "
         f"max_duration={config.max_duration} of {config.global_train_batch_size} x "
-        f"{config.max_seq_len} tokens per batch, eval every {config.eval_interval}"
+        f"{config.max_seq_len} tokens per batch, {_evaluation(config)}"
     ]
     batch = int(state.timestamp.batch)
     if batch > 0:
@@ -50,6 +51,14 @@ def run_header(config: PretrainConfig, built: BuiltRun, export_folder: Path | No
     if export_folder is not None:
         lines.append(f"  export at the end: {export_folder}")
     return "\n".join(lines)
+
+
+def _evaluation(config: PretrainConfig) -> str:
+    if config.eval_loader is None:
+        return "no evaluation (no eval_loader)"
+    if Time.from_timestring(config.eval_interval).value == 0:
+        return f"no evaluation (eval_interval={config.eval_interval})"
+    return f"eval every {config.eval_interval}"
 
 
 def _device_name(state) -> str:

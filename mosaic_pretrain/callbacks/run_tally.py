@@ -23,7 +23,6 @@ class RunTally(LoggerDestination):
         self.train_batch: int | None = None
         self.eval: dict[str, float] = {}
         self.eval_batch: int | None = None
-        self.evaluations = 0
         self.step_speeds: list[float] = []  # real tokens/s of each speed window logged
         self.mfus: list[float] = []
         self.started: float | None = None
@@ -55,7 +54,6 @@ class RunTally(LoggerDestination):
             self._train_logged = False
 
     def eval_end(self, state: State, logger: Logger) -> None:
-        self.evaluations += 1
         self.eval_batch = int(state.timestamp.batch)
 
     def fit_end(self, state: State, logger: Logger) -> None:

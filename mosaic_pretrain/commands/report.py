@@ -17,6 +17,7 @@ from mosaic_pretrain.train.summary import (
     format_summary,
     read_summary,
     run_summary,
+    trainer_device,
     write_summary,
 )
 from mosaic_pretrain.train.trainer import BuiltRun
@@ -62,8 +63,8 @@ def _evaluation(config: PretrainConfig) -> str:
 
 
 def _device_name(state) -> str:
-    device = getattr(state.device, "_device", None)
-    if device is not None and device.type == "cuda":
+    device = trainer_device(state)
+    if device.type == "cuda":
         return f"{dist.get_world_size()} x {torch.cuda.get_device_name(device)}"
     return "cpu" if dist.get_world_size() == 1 else f"{dist.get_world_size()} cpu processes"
 

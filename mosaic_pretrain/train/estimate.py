@@ -58,7 +58,12 @@ from mosaic_pretrain.data.dataset import MLMStreamingDataset, check_local_split
 from mosaic_pretrain.errors import ConfigError, DataError
 from mosaic_pretrain.model.mlm_loss import PIECES
 from mosaic_pretrain.model.padding import IGNORE_INDEX, unpad_input
-from mosaic_pretrain.train.builders import build_streams, build_tokenizer, model_config
+from mosaic_pretrain.train.builders import (
+    build_streams,
+    build_tokenizer,
+    model_config,
+    total_batches,
+)
 from mosaic_pretrain.train.flops import feed_forward_shape, forward_flops
 
 # The paper's node: 8 x A100-80GB (Portes et al. 2023).
@@ -366,12 +371,11 @@ def _price(config: PretrainConfig, options: EstimateOptions) -> tuple[float | No
 def count_batches(config: PretrainConfig, data: DataFill, gpus: int) -> int:
     """Batches the run trains: Composer stops at the first batch that reaches max_duration;
     `tok` counts real tokens (the run's clock), `ep` the epoch's batches on `gpus` ranks."""
+    known = total_batches(config)  # ba and sp: as the console counts them
+    if known is not None:
+        return known
     duration = parse_time("max_duration", config.max_duration)
     value, batch = int(duration.value), config.global_train_batch_size
-    if duration.unit == "ba":
-        return value
-    if duration.unit == "sp":
-        return math.ceil(value / batch)
     if duration.unit == "tok":
         return math.ceil(value / (batch * data.tokens_per_sample))
     if data.epoch_samples is None:

@@ -40,7 +40,7 @@ def run_summary(
     return {
         "run_name": config.run_name,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_description(getattr(state.device, "_device", torch.device("cpu"))),
+        "device": device_description(trainer_device(state)),
         "totals": {
             "batches": int(stamp.batch),
             "samples": int(stamp.sample),
@@ -65,6 +65,11 @@ def run_summary(
             "summary": str(folder / SUMMARY_FILE),
         },
     }
+
+
+def trainer_device(state: State) -> torch.device:
+    """The torch device the Trainer trains on (Composer keeps it on its Device object)."""
+    return getattr(state.device, "_device", torch.device("cpu"))
 
 
 def _existing(path: Path) -> str | None:

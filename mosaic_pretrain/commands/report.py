@@ -11,6 +11,8 @@ from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE
 from mosaic_pretrain.config import PretrainConfig
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
 from mosaic_pretrain.train.folders import expand_folder, run_folder
+from mosaic_pretrain.train.init_weights import init_source
+from mosaic_pretrain.train.phase_start import checkpoint_source
 from mosaic_pretrain.train.resume import checkpoint_to_resume
 from mosaic_pretrain.train.summary import (
     SUMMARY_FILE,
@@ -40,6 +42,8 @@ def run_header(config: PretrainConfig, built: BuiltRun, export_folder: Path | No
     batch = int(state.timestamp.batch)
     if batch > 0:
         lines.append(f"  continuing at batch {batch:,} from {_checkpoint_name(config)}")
+    elif init_source(config.model) is not None:
+        lines.append(f"  starting from {_starting_point(config)}")
     folder = run_folder(config)
     if config.save_folder is not None:
         lines.append(
@@ -52,6 +56,15 @@ def run_header(config: PretrainConfig, built: BuiltRun, export_folder: Path | No
     if export_folder is not None:
         lines.append(f"  export at the end: {export_folder}")
     return "\n".join(lines)
+
+
+def _starting_point(config: PretrainConfig) -> str:
+    """The weights a new run starts from: a model directory, or an earlier run's checkpoint."""
+    checkpoint = checkpoint_source(config.model)
+    if checkpoint is None:
+        return f"the weights of {init_source(config.model)}"
+    optimizer = " and its optimizer state" if config.model.init_optimizer_state else ""
+    return f"a new phase: the weights{optimizer} of checkpoint {checkpoint}"
 
 
 def _evaluation(config: PretrainConfig) -> str:

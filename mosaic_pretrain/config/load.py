@@ -217,6 +217,8 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
         "without code); remove it",
     )
     problems += _model_problems(config)
+    problems += _scheduler_problems(config, duration)
+    problems += _position_table_problems(config)
     problems += _glue_sweep_problems(config, world_size)
     if problems:
         raise ConfigError("; ".join(problems), problems)
@@ -266,6 +268,71 @@ def _stream_problems(name: str, dataset) -> list[str]:
     return problems
 
 
+def _scheduler_problems(config: PretrainConfig, duration: Duration | None) -> list[str]:
+    """warmup_stable_decay's keys: set for it only, its decay after its warmup, in the run."""
+    section = config.scheduler
+    wsd = section.name.value == "warmup_stable_decay"
+    if not wsd:
+        return [
+            f"scheduler.{key} applies to scheduler.name=warmup_stable_decay only; remove it"
+            for key in ("t_decay", "decay_shape")
+            if getattr(section, key) is not None
+        ]
+    if duration is None:
+        return []  # max_duration's own error is reported
+    if duration.unit == "ep":
+        return [
+            f"scheduler.name=warmup_stable_decay decays over the end of max_duration, which "
+            f"must be in ba, sp or tok (not {config.max_duration})"
+        ]
+    t_decay = section.t_decay or "0.2dur"
+    try:
+        decay = parse_time("scheduler.t_decay", t_decay, allow_fraction_of_run=True)
+    except ConfigError as error:
+        return [str(error)]
+    if decay.unit not in ("dur", duration.unit):
+        return [
+            f"scheduler.t_decay={t_decay}: write it in dur (a fraction of the run) or in "
+            f"max_duration's unit ({duration.unit})"
+        ]
+    share = decay.value if decay.unit == "dur" else decay.value / duration.value
+    warmup = parse_time("scheduler.t_warmup", section.t_warmup, allow_fraction_of_run=True)
+    warmup_share = None
+    if warmup.unit == "dur":
+        warmup_share = warmup.value
+    elif warmup.unit == duration.unit:
+        warmup_share = warmup.value / duration.value
+    problems = []
+    if not 0.0 < share <= 1.0:
+        problems.append(f"scheduler.t_decay={t_decay} must be more than 0 and at most max_duration")
+    elif warmup_share is not None and warmup_share + share > 1.0:
+        problems.append(
+            f"scheduler.t_warmup={section.t_warmup} and scheduler.t_decay={t_decay} add up to "
+            f"more than max_duration={config.max_duration}: the stable phase would be negative"
+        )
+    return problems
+
+
+def _position_table_problems(config: PretrainConfig) -> list[str]:
+    """hf_bert learns one embedding per position, up to its table's size; ALiBi has no table."""
+    from mosaic_pretrain.model.hf_baseline import BERT_MAX_POSITIONS
+
+    if config.model.name.value != "hf_bert":
+        return []
+    lengths = {"max_seq_len": config.max_seq_len}
+    for name in ("train_loader", "eval_loader"):
+        loader = getattr(config, name)
+        if loader is not None and loader.dataset.max_seq_len is not None:
+            lengths[f"{name}.dataset.max_seq_len"] = loader.dataset.max_seq_len
+    return [
+        f"{key}={length} is past hf_bert's {BERT_MAX_POSITIONS}-position table (BERT learns "
+        f"one embedding per position); use at most {BERT_MAX_POSITIONS}, or model.name="
+        "mosaic_bert, whose ALiBi has no table"
+        for key, length in lengths.items()
+        if length > BERT_MAX_POSITIONS
+    ]
+
+
 def _model_problems(config: PretrainConfig) -> list[str]:
     from mosaic_pretrain.model.configuration import PRESETS, MosaicBertConfig
 
@@ -280,6 +347,11 @@ def _model_problems(config: PretrainConfig) -> list[str]:
             return ["set model.init_from or model.use_pretrained, not both"]
         if config.model.pretrained_model_name is None:
             return ["model.use_pretrained needs model.pretrained_model_name (the weights' name)"]
+    if config.model.init_optimizer_state and config.model.init_from is None:
+        return [
+            "model.init_optimizer_state takes the optimizer's state of model.init_from's "
+            "checkpoint; set model.init_from to an earlier run's checkpoint or save_folder"
+        ]
     if config.model.name.value == "hf_bert":
         feed_forward = [
             key for key in ("ffn_activation", "ffn_param_matched")

@@ -31,7 +31,18 @@ class ConsoleMetrics(str, Enum):
 
 
 class SchedulerName(str, Enum):
-    linear_decay_with_warmup = "linear_decay_with_warmup"
+    linear_decay_with_warmup = "linear_decay_with_warmup"  # MosaicBERT's: warmup, linear to alpha_f
+    cosine_with_warmup = "cosine_with_warmup"  # warmup, then half a cosine down to alpha_f
+    # warmup, constant at the peak, then a decay over the run's last t_decay (ours)
+    warmup_stable_decay = "warmup_stable_decay"
+
+
+class DecayShape(str, Enum):
+    """How warmup_stable_decay falls from the peak to alpha_f over its decay, x going 0 -> 1."""
+
+    linear = "linear"  # 1 - x
+    cosine = "cosine"  # (1 + cos(pi x)) / 2
+    one_minus_sqrt = "one_minus_sqrt"  # 1 - sqrt(x): Haegele et al. 2024's best WSD cooldown
 
 
 @dataclass
@@ -76,9 +87,16 @@ class ModelSection:
     pretrained_model_name: str | None = None
     # Weights to start from (ours), weights only: the optimizer, schedule and step count start
     # anew. A directory of `mosaic-pretrain export` or `import` (or a run's export_folder), or for
-    # hf_bert a transformers BERT directory (save_pretrained) or hub name. It must hold the
-    # recipe's model (sizes, feed-forward, vocabulary, tokenizer): a difference is an error.
+    # hf_bert a transformers BERT directory (save_pretrained) or hub name. Also a Composer
+    # checkpoint of an earlier run, or that run's save_folder (its latest checkpoint): a new
+    # phase of it, e.g. a longer max_seq_len, with its own schedule, duration, batch size and
+    # data; the earlier run's folder is only read. It must hold the recipe's model (sizes,
+    # feed-forward, vocabulary, tokenizer): a difference is an error.
     init_from: str | None = None
+    # With init_from a checkpoint: also take its optimizer's state (Adam's moments and step
+    # counts), so the new phase continues the optimizer rather than restarting it. The learning
+    # rate, betas and weight decay stay the recipe's; the schedule is the recipe's own.
+    init_optimizer_state: bool = False
     # MosaicML's hf_bert key: true starts from the weights of pretrained_model_name.
     use_pretrained: bool = False
     tokenizer_name: str | None = None  # default: the top-level tokenizer_name
@@ -139,9 +157,21 @@ class OptimizerSection:
 
 @dataclass
 class SchedulerSection:
+    """The learning rate over a run, as a multiple of optimizer.lr (the peak). A resumed run
+    continues its schedule; a new phase (model.init_from) starts its own."""
+
     name: SchedulerName = SchedulerName.linear_decay_with_warmup
     t_warmup: str = "0.06dur"  # warmup length: a time string, `dur` = fraction of max_duration
     alpha_f: float = 0.02  # final LR as a fraction of the peak
+    # warmup_stable_decay only: the decay at the end of the run (in dur, or max_duration's
+    # unit), default 0.2dur; the stable phase is what lies between warmup and decay.
+    t_decay: str | None = None
+    decay_shape: DecayShape | None = None  # warmup_stable_decay only; default linear
+    # warmup_stable_decay with a save_folder: keep the checkpoint taken where the decay starts,
+    # as SAVE_FOLDER/stable/ep*-ba*-rank*.pt, outside save_num_checkpoints_to_keep's rotation,
+    # so the run can be decayed later (a longer max_duration on resume) or again from it (a
+    # new phase: model.init_from + init_optimizer_state).
+    keep_stable_checkpoint: bool = True
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, SpeedMonitor
 from composer.core import DataSpec, Evaluator, Time, TimeUnit
-from composer.optim import DecoupledAdamW, LinearWithWarmupScheduler
+from composer.optim import DecoupledAdamW
 from streaming import Stream
 from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
@@ -28,14 +28,13 @@ from mosaic_pretrain.config.schema import (
     ModelSection,
     OptimizerSection,
     PretrainConfig,
-    SchedulerSection,
 )
 from mosaic_pretrain.data.collator import MLMCollator
 from mosaic_pretrain.data.convert import MANIFEST, ConvertOptions, convert
 from mosaic_pretrain.data.dataset import MLMStreamingDataset, build_mlm_dataloader
-from mosaic_pretrain.data.tokenizer import load_tokenizer, model_config_for
+from mosaic_pretrain.data.tokenizer import load_tokenizer
 from mosaic_pretrain.errors import ConfigError
-from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM, hf_bert_config_like
+from mosaic_pretrain.model import MosaicBertForMaskedLM
 from mosaic_pretrain.model.activations import gate_range_parameters
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.init_weights import init_source, load_initial_model
@@ -44,81 +43,16 @@ from mosaic_pretrain.train.microbatches import (
     layout_to_device,
     split_into_microbatches,
 )
+from mosaic_pretrain.train.model_sizes import model_config
+from mosaic_pretrain.train.phase_start import checkpoint_source, load_phase_model
 
 logger = logging.getLogger(__name__)
 
-# Published recipes name a hub BERT as `pretrained_model_name` to take its sizes from.
-BERT_SIZES = {
-    "bert-base-uncased": "base",
-    "bert-base-cased": "base",
-    "bert-large-uncased": "large",
-    "bert-large-cased": "large",
-}
 BUILTIN_VAL_FRACTION = 0.05
 
 
 def build_tokenizer(config: PretrainConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(config.model.tokenizer_name or config.tokenizer_name)
-
-
-def _model_directory(section: ModelSection) -> Path | None:
-    """pretrained_model_name as a directory holding a model (not a tokenizer, not the weights
-    init_from already names): before init_from existed such a recipe took the model's sizes
-    and weights from it."""
-    source = section.pretrained_model_name
-    if source is None or source in (section.init_from, section.tokenizer_name):
-        return None
-    if section.use_pretrained or source in BERT_SIZES:
-        return None
-    path = Path(source)
-    return path if (path / "config.json").is_file() else None
-
-
-def _preset(section: ModelSection) -> str:
-    """The size preset: a published BERT named as pretrained_model_name selects its own."""
-    source = section.pretrained_model_name
-    if source is None:
-        return section.model_config.preset
-    if source in BERT_SIZES:
-        return BERT_SIZES[source]
-    if section.use_pretrained:  # the weights' own name: the recipe's sizes are checked on them
-        return section.model_config.preset
-    if _model_directory(section) is not None:
-        raise ConfigError(
-            f"model.pretrained_model_name={source} holds a model, but the key selects the "
-            f"sizes of a published BERT only; to start from its weights set "
-            f"model.init_from={source}"
-        )
-    if Path(source).is_dir():
-        return section.model_config.preset  # a tokenizer directory (recipes set it so)
-    raise ConfigError(
-        f"model.pretrained_model_name={source!r} is neither a local directory nor one of "
-        f"{', '.join(BERT_SIZES)} (whose sizes it selects)"
-    )
-
-
-def model_config(
-    section: ModelSection,
-    tokenizer: PreTrainedTokenizerBase,
-    low_precision_ln: bool,
-    filled_by_checkpoint: bool = False,
-):
-    """The config of the model the recipe trains: MosaicBERT's, or the baseline BERT's.
-
-    A checkpoint of a run whose recipe named a model directory as pretrained_model_name (before
-    init_from) holds a model of that directory's config, which it keeps for its export and
-    resume."""
-    overrides = section.model_config.overrides()
-    if low_precision_ln:
-        overrides.setdefault("low_precision_layernorm", True)
-    legacy = _model_directory(section) if filled_by_checkpoint else None
-    if legacy is not None and section.name is ModelName.mosaic_bert:
-        logger.warning(
-            "model sized by model.pretrained_model_name=%s (as before init_from)", legacy
-        )
-        return MosaicBertConfig.from_pretrained(legacy, **overrides)
-    config = model_config_for(tokenizer, _preset(section), **overrides)
-    return hf_bert_config_like(config) if section.name is ModelName.hf_bert else config
 
 
 def build_model(
@@ -132,6 +66,8 @@ def build_model(
     (export, resume, the checkpoint check)."""
     config = model_config(section, tokenizer, low_precision_ln, not initial_weights)
     model_class = BertForMaskedLM if section.name is ModelName.hf_bert else MosaicBertForMaskedLM
+    if initial_weights and checkpoint_source(section) is not None:  # a new phase of a run
+        return load_phase_model(model_class, config, section, tokenizer)
     if initial_weights and init_source(section) is not None:
         return load_initial_model(model_class, config, section, tokenizer)
     return model_class(config)
@@ -241,10 +177,6 @@ def build_optimizer(section: OptimizerSection, model: torch.nn.Module) -> Decoup
         eps=section.eps,
         weight_decay=section.weight_decay,
     )
-
-
-def build_scheduler(section: SchedulerSection) -> LinearWithWarmupScheduler:
-    return LinearWithWarmupScheduler(t_warmup=section.t_warmup, alpha_f=section.alpha_f)
 
 
 def build_composer_model(

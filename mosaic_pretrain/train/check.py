@@ -136,12 +136,23 @@ def _check_whole_words(config: PretrainConfig, tokenizer, problems: Problems) ->
 
 def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems) -> None:
     """The weights of model.init_from (or use_pretrained) fit the recipe's model."""
-    from mosaic_pretrain.train.builders import model_config
     from mosaic_pretrain.train.init_weights import init_problems
+    from mosaic_pretrain.train.model_sizes import model_config
+    from mosaic_pretrain.train.phase_start import checkpoint_source, phase_problems
 
     low_precision = config.algorithms.fused_layernorm is not None
     recipe_model = model_config(config.model, tokenizer, low_precision)
-    for problem in init_problems(config.model, recipe_model, tokenizer):
+    if checkpoint_source(config.model) is not None:  # a new phase of an earlier run
+        found = phase_problems(config.model, recipe_model, tokenizer)
+    else:
+        found = init_problems(config.model, recipe_model, tokenizer)
+        if config.model.init_optimizer_state and config.model.init_from is not None:
+            found.append(
+                f"model.init_optimizer_state takes an earlier run's optimizer state from its "
+                f"checkpoint; model.init_from={config.model.init_from} holds weights only: set "
+                "init_from to the run's save_folder or checkpoint, or init_optimizer_state=false"
+            )
+    for problem in found:
         problems.add(problem)
 
 
@@ -178,6 +189,29 @@ def _check_folders(config: PretrainConfig, problems: Problems) -> None:
 
     problems.attempt(check_save_folder, config)
     problems.attempt(free_export_folder, config)
+    for problem in _phase_folder_problems(config):
+        problems.add(problem)
+
+
+def _phase_folder_problems(config: PretrainConfig) -> list[str]:
+    """A new phase (init_from a run's checkpoint) writes none of its files into that run's
+    folder, which it only reads."""
+    from mosaic_pretrain.train.folders import expand_folder, run_folder
+    from mosaic_pretrain.train.phase_start import checkpoint_source
+
+    checkpoint = checkpoint_source(config.model)
+    if checkpoint is None:
+        return []
+    earlier = checkpoint.resolve().parent
+    own = {"save_folder": run_folder(config)}
+    if config.export_folder is not None:
+        own["export_folder"] = expand_folder(config.export_folder, config)
+    return [
+        f"{key} {folder} is in {earlier}, the folder of the run model.init_from continues, "
+        f"which a new phase only reads; set {key} (and run_name) to new ones"
+        for key, folder in own.items()
+        if folder.resolve() == earlier or earlier in folder.resolve().parents
+    ]
 
 
 def _check_checkpoint(

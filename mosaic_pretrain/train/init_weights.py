@@ -76,8 +76,9 @@ def source_config(source: str, key: str = KEY) -> PretrainedConfig:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(
-                f"{key}={source} holds no config.json; point it at a directory written by "
-                "mosaic-pretrain export or import, or by save_pretrained"
+                f"{key}={source} holds no config.json and no checkpoint; point it at a "
+                "directory written by mosaic-pretrain export or import (or save_pretrained), "
+                "or at an earlier run's save_folder or checkpoint"
             )
     elif path.exists():
         raise ConfigError(
@@ -122,7 +123,9 @@ def _kind_problem(saved: PretrainedConfig, name: ModelName, source: str, key: st
     return f"{key}={source} is a {kind!r} model; {name.value} starts from mosaic_bert or bert ones"
 
 
-def _differences(saved: PretrainedConfig, recipe: PretrainedConfig, name: ModelName) -> list[str]:
+def function_differences(
+    saved: PretrainedConfig, recipe: PretrainedConfig, name: ModelName
+) -> list[str]:
     found = []
     for field in SAME_FUNCTION[name]:
         theirs, ours = getattr(saved, field, None), getattr(recipe, field, None)
@@ -136,7 +139,7 @@ def _differences(saved: PretrainedConfig, recipe: PretrainedConfig, name: ModelN
     return found
 
 
-def _size_hint(saved: PretrainedConfig, differing: list[str], section: ModelSection) -> str:
+def size_hint(saved: PretrainedConfig, differing: list[str], section: ModelSection) -> str:
     """How to make the recipe describe the source: the keys to set, or a preset of its sizes."""
     from mosaic_pretrain.model import PRESETS
 
@@ -191,11 +194,11 @@ def init_problems(
     if kind is not None:
         return [kind]
     problems = []
-    differing = _differences(saved, recipe, section.name)
+    differing = function_differences(saved, recipe, section.name)
     if differing:
         problems.append(
             f"{key}={source} holds another model than the recipe's: {', '.join(differing)}; "
-            f"{_size_hint(saved, differing, section)}"
+            f"{size_hint(saved, differing, section)}"
         )
     if saved.vocab_size < len(tokenizer):
         problems.append(

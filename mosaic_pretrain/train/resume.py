@@ -38,6 +38,7 @@ FREE = (
     "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
     "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",
     "model.model_config.attention_backend", "model.init_from", "model.use_pretrained",
+    "model.init_optimizer_state",
 )  # fmt: skip
 NEVER = (
     "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",
@@ -120,6 +121,13 @@ def check_resume(config: PretrainConfig, checkpoint: Path, record: dict | None) 
             "data would not fit; start a new run (load_path + a new save_folder) instead"
         )
     unasked = [key for key in changed if not _under(key, config.resume_allow_changes)]
+    if "max_seq_len" in unasked:
+        raise ConfigError(
+            f"resuming {checkpoint} with max_seq_len {old_recipe.get('max_seq_len')} -> "
+            f"{config.max_seq_len}: a longer context is a new phase, not a resume; set "
+            f"model.init_from={checkpoint} (optionally model.init_optimizer_state=true), a new "
+            "save_folder and run_name, and no load_path/autoresume of that run"
+        )
     if unasked:
         raise ConfigError(
             f"resuming {checkpoint} with a recipe that changes {', '.join(unasked)} "

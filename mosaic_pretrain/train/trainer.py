@@ -25,13 +25,14 @@ from mosaic_pretrain.train.builders import (
     build_loggers,
     build_loss_guard,
     build_optimizer,
-    build_scheduler,
     build_tokenizer,
 )
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.folders import run_folder
+from mosaic_pretrain.train.phase_start import load_phase_optimizer_state
 from mosaic_pretrain.train.resume import checkpoint_to_resume, recipe_record
 from mosaic_pretrain.train.safe_load import composer_loads_checked
+from mosaic_pretrain.train.schedules import build_scheduler, stable_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def build_trainer(
     device_batch_size = config.global_train_batch_size // dist.get_world_size()
     train_data = build_dataloader(config.train_loader, config, tokenizer, device_batch_size)
     optimizer = build_optimizer(config.optimizer, model)
+    if config.model.init_optimizer_state and not resumed:  # a resume loads its own
+        load_phase_optimizer_state(optimizer, model, config.model)
     tally, console = RunTally(), build_console(config)
     with composer_loads_checked():  # Composer unpickles a resumed checkpoint as it builds
         trainer = Trainer(
@@ -104,6 +107,7 @@ def build_trainer(
                 RunRecord(recipe_record(config)),
                 ReleaseDataMemory(),
                 *_stream_samples(config),
+                *stable_checkpoints(config),
                 *more_callbacks(model, tokenizer),
             ],
             loggers=[*build_loggers(config.loggers, run_folder(config)), tally, *console],

@@ -4,6 +4,7 @@ optimizer state of the earlier run, whose folder is never written to."""
 
 import copy
 import gc
+import itertools
 import re
 from pathlib import Path
 
@@ -187,3 +188,31 @@ def test_hf_bert_is_refused_past_its_position_table():
     with pytest.raises(ConfigError, match=r"eval_loader\.dataset\.max_seq_len=640"):
         load_config(SMOKE, ["model.name=hf_bert", "eval_loader.dataset.max_seq_len=640"])
     load_config(SMOKE, ["model.name=hf_bert", "max_seq_len=512"])
+
+
+PHASES = ["mosaic-bert-base.yaml", "mosaic-bert-base-512.yaml", "mosaic-bert-base-1024.yaml"]
+
+
+def test_the_shipped_extension_recipes_continue_one_another(bert_tokenizer):
+    from mosaic_pretrain.train.folders import run_folder
+    from mosaic_pretrain.train.init_weights import function_differences
+    from mosaic_pretrain.train.model_sizes import model_config
+
+    recipes = [load_config(SMOKE.parent / name, world_size=8) for name in PHASES]
+    for earlier, later in itertools.pairwise(recipes):
+        assert Path(later.model.init_from) == run_folder(earlier)
+        assert later.model.init_optimizer_state and later.train_loader.dataset.packing
+        assert later.max_seq_len > earlier.max_seq_len
+        assert later.eval_loader.dataset.max_seq_len == later.max_seq_len
+        # the same tokens per batch as the base run, and the same network
+        tokens = [recipe.global_train_batch_size * recipe.max_seq_len for recipe in recipes]
+        assert len(set(tokens)) == 1
+        configs = [model_config(recipe.model, bert_tokenizer, True) for recipe in (earlier, later)]
+        assert function_differences(*configs, earlier.model.name) == []
+
+
+def test_an_extension_recipe_without_its_earlier_run_names_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./runs/mosaic-bert-base-uncased here
+    config = load_config(SMOKE.parent / PHASES[1], world_size=8)
+    problems = check_recipe(config)
+    assert any("model.init_from=./runs/mosaic-bert-base-uncased/checkpoints" in p for p in problems)

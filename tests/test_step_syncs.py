@@ -156,3 +156,35 @@ def test_moving_a_layout_traces_without_a_graph_break():
     explained = torch._dynamo.explain(lambda moved: moved.to("cpu").indices + 1)(layout)
     assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
     torch._dynamo.reset()
+
+
+def collated_long_batch(bert_tokenizer, max_seq_len: int) -> dict:
+    """A batch as the training loader makes it at a long length: documents of many lengths
+    (some cut at max_seq_len, some short) packed several to a row by the real collator."""
+    from mosaic_pretrain.data.collator import MLMCollator, Sample
+
+    generator = torch.Generator().manual_seed(max_seq_len)
+    lengths = [max_seq_len, max_seq_len // 2, 40, 7, max_seq_len - 3, 90, 12, 300]
+    samples = [
+        Sample(
+            torch.randint(1000, 2000, (min(length, max_seq_len),), generator=generator).numpy(), i
+        )
+        for i, length in enumerate(lengths)
+    ]
+    collator = MLMCollator(bert_tokenizer, 0.3, max_seq_len, seed=0, packing=True)
+    batch = collator(samples)
+    assert len(batch["input_ids"]) < len(samples)  # rows really are shared
+    return batch
+
+
+@pytest.mark.parametrize("max_seq_len", [512, 1024])
+def test_a_packed_long_context_step_runs_no_op_that_would_sync_a_gpu(
+    tiny_config, bert_tokenizer, max_seq_len
+):
+    model = MLMComposerModel(
+        MosaicBertForMaskedLM(tiny_config(attention_backend="sdpa", vocab_size=30528))
+    )
+    batch = with_layout(collated_long_batch(bert_tokenizer, max_seq_len))
+    with OpRecorder() as recorder:
+        step(model, batch)
+    assert recorder.syncing == []

@@ -146,7 +146,7 @@ def _check_initial_weights(config: PretrainConfig, tokenizer, problems: Problems
         found = phase_problems(config.model, recipe_model, tokenizer)
     else:
         found = init_problems(config.model, recipe_model, tokenizer)
-        if config.model.init_optimizer_state and config.model.init_from is not None:
+        if not found and config.model.init_optimizer_state and config.model.init_from:
             found.append(
                 f"model.init_optimizer_state takes an earlier run's optimizer state from its "
                 f"checkpoint; model.init_from={config.model.init_from} holds weights only: set "

@@ -86,7 +86,10 @@ def source_config(source: str, key: str = KEY) -> PretrainedConfig:
             f"`mosaic-pretrain export {source} DIR` and {key}=DIR, or resumes with load_path"
         )
     elif source.startswith((".", "/", "~")):
-        raise ConfigError(f"{key}={source} does not exist")
+        raise ConfigError(
+            f"{key}={source} does not exist; point it at a model directory (export, import), "
+            "or at an earlier run's save_folder or checkpoint (train that run first)"
+        )
     try:
         return AutoConfig.from_pretrained(str(path) if path.is_dir() else source)
     except (OSError, ValueError) as error:

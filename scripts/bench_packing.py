@@ -1,0 +1,31 @@
+"""Measure how full batch rows are at 128, 512 and 1024 tokens, padded and packed.
+
+python scripts/bench_packing.py --out benchmarks/results/packing_fill
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from mosaic_pretrain.bench.packing_fill import results_markdown, run_packing_fill
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="128,512,1024")
+    parser.add_argument("--batch-sizes", default="32,128")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/packing_fill"))
+    args = parser.parse_args()
+    record = run_packing_fill(
+        tuple(int(n) for n in args.lengths.split(",")),
+        tuple(int(n) for n in args.batch_sizes.split(",")),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    markdown = results_markdown(record)
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

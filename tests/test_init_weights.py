@@ -256,7 +256,7 @@ def test_mosaicmls_original_layout_is_sent_to_import(tmp_path):
     [
         ("missing", "does not exist"),
         ("no-config", "holds no config.json"),
-        ("file", "is a file; a Composer checkpoint starts a run through `mosaic-pretrain export"),
+        ("file", "is truncated or not a Composer checkpoint"),
         ("hub", "cannot be fetched from the Hugging Face hub"),
     ],
 )

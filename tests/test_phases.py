@@ -152,7 +152,7 @@ def test_bad_phase_sources_are_one_line_errors(earlier, tmp_path):
     broken = tmp_path / "cut.pt"
     broken.write_bytes(b"not a checkpoint")
     config = phase_config(earlier, tmp_path, f"model.init_from={broken}")
-    assert any("truncated or not a checkpoint" in p for p in check_recipe(config))
+    assert any("truncated or not a Composer checkpoint" in p for p in check_recipe(config))
     with pytest.raises(ConfigError, match="init_optimizer_state takes the optimizer's state"):
         load_config(SMOKE, ["model.init_optimizer_state=true"])
 

@@ -105,8 +105,8 @@ def phase_problems(
         ]
     if not is_complete(checkpoint):
         return [
-            f"{KEY}: checkpoint {checkpoint} is truncated or not a checkpoint (no complete "
-            "archive); use another checkpoint of that run"
+            f"{KEY}={checkpoint} is truncated or not a Composer checkpoint (no complete "
+            "archive); use another checkpoint of that run, or an exported model directory"
         ]
     try:
         state = read_checkpoint_state(checkpoint)

@@ -442,6 +442,81 @@ def _run_pareto(args: argparse.Namespace) -> None:
     print(f"written: {output.png}, {output.csv}")
 
 
+def _add_eval_lengths(subparsers: argparse._SubParsersAction) -> None:
+    from mosaic_pretrain.lengths.command import EvalOptions
+    from mosaic_pretrain.lengths.evaluate import DEVICES
+
+    defaults = EvalOptions(models=(), lengths=())
+    evaluated = subparsers.add_parser(
+        "eval-lengths",
+        help="MLM loss of models at several sequence lengths: does it extrapolate?",
+        description="Scores each MODEL (a Composer checkpoint .pt, a run's save folder, or a "
+        "Hugging Face directory) on rows of each --lengths L: [CLS] + a document's first L-2 "
+        "tokens + [SEP], in the model's own tokenizer, from the same documents at every length "
+        "(only those with at least longest-L - 2 tokens). 15%% of tokens are masked (80/10/10, "
+        "seeded, alike at every length). A model with a learned position table (BERT) is not run "
+        "past it. Writes lengths.json, lengths.csv and lengths.png to --out.",
+    )
+    evaluated.add_argument("models", nargs="+", metavar="MODEL")
+    evaluated.add_argument(
+        "--lengths",
+        required=True,
+        help="row lengths in tokens, increasing, comma-separated, e.g. 128,256,512,1024,2048",
+    )
+    evaluated.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        metavar="DIR|FILE",
+        help="an MDS split (or a convert output folder: its val split), or .jsonl/.txt files "
+        "and folders (default: the shipped corpus's validation documents)",
+    )
+    evaluated.add_argument("--out", default=str(defaults.out), help="folder for the report")
+    evaluated.add_argument(
+        "--label", action="append", default=None, help="one per MODEL (default: path names)"
+    )
+    evaluated.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    evaluated.add_argument("--seed", type=int, default=defaults.seed, help="of the masking")
+    evaluated.add_argument("--device", choices=DEVICES, default=defaults.device)
+    evaluated.add_argument(
+        "--min-documents",
+        type=int,
+        default=defaults.min_documents,
+        help="stop with an error when fewer documents are long enough",
+    )
+    evaluated.add_argument(
+        "--max-documents",
+        type=int,
+        default=defaults.max_documents,
+        help="score at most this many documents (the first long enough)",
+    )
+    _add_document_arguments(evaluated)
+    evaluated.set_defaults(handler=_run_eval_lengths)
+
+
+def _run_eval_lengths(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.data.sources import SourceOptions
+    from mosaic_pretrain.lengths.command import EvalOptions, eval_lengths
+    from mosaic_pretrain.lengths.rows import parse_lengths
+
+    options = EvalOptions(
+        models=tuple(args.models),
+        lengths=tuple(parse_lengths(args.lengths)),
+        data=tuple(args.data or ()),
+        out=Path(args.out),
+        labels=tuple(args.label or ()),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        min_documents=args.min_documents,
+        max_documents=args.max_documents,
+        source_options=SourceOptions(args.text_field, args.txt_split, args.skip_empty),
+    )
+    _, table, files = eval_lengths(options)
+    print(table)
+    print(f"report: {files[0]}, {files[1].name}, {files[2].name}")
+
+
 def _add_check(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
         "check",
@@ -605,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_glue(subparsers)
     _add_ablate(subparsers)
     _add_pareto(subparsers)
+    _add_eval_lengths(subparsers)
     _add_check(subparsers)
     verbose = "show every library's INFO log lines (hidden by default; warnings always show)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose)

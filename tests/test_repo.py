@@ -70,6 +70,7 @@ LAYERS = {
     "callbacks": 3,
     "train": 4,
     "glue": 5,
+    "lengths": 5,  # eval-lengths: models, data and train, beside glue
     "commands": 6,
     "ablation": 7,
     "cli": 8,

@@ -208,6 +208,21 @@ def _plan(options: ConvertOptions) -> list[_Job]:
     return jobs
 
 
+def split_documents(options: ConvertOptions, split: str) -> Iterator[str]:
+    """The documents `convert(options)` writes to `split`, in source order, read by the same plan
+    and routed by the same seeded draws, without tokenizing or writing anything (an evaluation
+    of a converted split's documents without its shards)."""
+    if split not in options.split_names():
+        raise ConfigError(f"split {split!r} is not one of {', '.join(options.split_names())}")
+    for job in _plan(options):
+        if split not in job.splits:
+            continue
+        route = job.route()
+        for text in job.documents():
+            if route() == split:  # every document draws, as in _run_job, so the routes agree
+                yield text
+
+
 # --- tokenizing in worker processes -----------------------------------------------------------
 
 _worker_tokenizer = None

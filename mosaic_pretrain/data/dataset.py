@@ -217,22 +217,7 @@ class MLMStreamingDataset(StreamingDataset):
         return Sample(ids, sample_id)
 
     def _leading_tokens(self, text: str) -> list[int]:
-        """The first `content_tokens` tokens of `text`, tokenizing only as much text as needed.
-
-        Text is cut just before a whitespace character (never inside a word), where WordPiece
-        and byte-level BPE both start a new token, so tokens well before the cut are those of the
-        whole text. The prefix must yield `TOKEN_MARGIN` tokens beyond those kept; if it does not,
-        or holds no whitespace, the budget doubles, up to the whole text.
-        """
-        budget = self.content_tokens * CHARACTERS_PER_TOKEN_BUDGET
-        while True:
-            cut = _last_whitespace(text, budget) if len(text) > budget else len(text)
-            if cut > 0:
-                prefix = text[:cut]
-                ids = self.tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]
-                if cut == len(text) or len(ids) >= self.content_tokens + TOKEN_MARGIN:
-                    return ids[: self.content_tokens]
-            budget *= 2
+        return leading_tokens(self.tokenizer, text, self.content_tokens)
 
 
 def _process_shared_memory(prefix: str) -> list[StreamingSharedMemory]:
@@ -260,6 +245,26 @@ def _held_shared_memory(dataset: StreamingDataset) -> list[StreamingSharedMemory
         found += [value for value in values if type(value) is StreamingSharedMemory]
         level = [value for value in values if type(value) is not StreamingSharedMemory]
     return found
+
+
+def leading_tokens(tokenizer: PreTrainedTokenizerBase, text: str, count: int) -> list[int]:
+    """The first `count` tokens of `text` (no special tokens), tokenizing only as much text as
+    needed.
+
+    Text is cut just before a whitespace character (never inside a word), where WordPiece
+    and byte-level BPE both start a new token, so tokens well before the cut are those of the
+    whole text. The prefix must yield `TOKEN_MARGIN` tokens beyond those kept; if it does not,
+    or holds no whitespace, the budget doubles, up to the whole text.
+    """
+    budget = count * CHARACTERS_PER_TOKEN_BUDGET
+    while True:
+        cut = _last_whitespace(text, budget) if len(text) > budget else len(text)
+        if cut > 0:
+            prefix = text[:cut]
+            ids = tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]
+            if cut == len(text) or len(ids) >= count + TOKEN_MARGIN:
+                return ids[:count]
+        budget *= 2
 
 
 def _last_whitespace(text: str, end: int) -> int:

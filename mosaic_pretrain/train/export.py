@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from mosaic_pretrain.config import PretrainConfig, load_config, to_yaml
 from mosaic_pretrain.errors import CheckpointError
@@ -106,12 +107,13 @@ def composer_weights(state: dict, checkpoint: Path) -> dict[str, torch.Tensor]:
     return {name.removeprefix(COMPOSER_MODEL_PREFIX): tensor for name, tensor in weights.items()}
 
 
-def export_checkpoint(
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    recipe: str | Path | None = None,
-    with_code: bool = False,
-) -> Path:
+def model_from_checkpoint(
+    checkpoint: str | Path, recipe: str | Path | None = None
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, PretrainConfig, dict]:
+    """The transformers model of a Composer checkpoint, rebuilt from the run's resolved recipe
+    (beside the checkpoint, or `recipe`) and holding the checkpoint's weights, every one of them;
+    with the recipe's tokenizer, the recipe and the checkpoint's whole state. The model is in
+    training mode, as built."""
     checkpoint = Path(checkpoint)
     recipe = Path(recipe) if recipe else checkpoint.parent / RESOLVED_CONFIG
     if not recipe.is_file():
@@ -145,6 +147,17 @@ def export_checkpoint(
         raise CheckpointError(
             f"checkpoint {checkpoint} does not match the model of {recipe} ({first})"
         ) from None
+    return model, tokenizer, config, state
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    recipe: str | Path | None = None,
+    with_code: bool = False,
+) -> Path:
+    checkpoint = Path(checkpoint)
+    model, tokenizer, config, state = model_from_checkpoint(checkpoint, recipe)
     record = run_record(state) or {}
     card = run_card(
         config,

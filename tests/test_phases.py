@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
+from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import load_config
 from mosaic_pretrain.errors import ConfigError
@@ -69,6 +70,7 @@ def test_a_longer_phase_starts_from_the_latest_weights_and_optimizer_state(earli
         "optimizer.lr=3.0e-4",
         "max_duration=3ba",
         "scheduler.t_warmup=1ba",
+        "callbacks.lr_monitor={}",
     )
     assert check_recipe(config) == []
     latest = (folder / "latest-rank0.pt").resolve()
@@ -96,6 +98,10 @@ def test_a_longer_phase_starts_from_the_latest_weights_and_optimizer_state(earli
     assert int(built.trainer.state.timestamp.sample) == 12
     built.trainer.close()
     assert (tmp_path / "phase" / "ep0-ba3-rank0.pt").is_file()
+    # Its own schedule from its own batch 0: warmup over 1 batch, then linear to 2% at batch 3
+    # (the rate of batch k is that of time k - 1).
+    lrs = read_metrics(tmp_path / "phase" / METRICS_FILE)["lr-DecoupledAdamW/group0"]
+    assert lrs == pytest.approx({1: 0.0, 2: 3.0e-4, 3: 3.0e-4 * (1 - 0.98 / 2)}, rel=1e-9)
     assert snapshot(folder) == before  # the earlier run's folder is only read
 
 

@@ -210,7 +210,7 @@ def test_the_shipped_extension_recipes_continue_one_another(bert_tokenizer):
         assert later.model.init_optimizer_state and later.train_loader.dataset.packing
         assert later.max_seq_len > earlier.max_seq_len
         assert later.eval_loader.dataset.max_seq_len == later.max_seq_len
-        # the same tokens per batch as the base run, and the same network
+        # the same token slots per batch as the base run, and the same network
         tokens = [recipe.global_train_batch_size * recipe.max_seq_len for recipe in recipes]
         assert len(set(tokens)) == 1
         configs = [model_config(recipe.model, bert_tokenizer, True) for recipe in (earlier, later)]
@@ -222,3 +222,36 @@ def test_an_extension_recipe_without_its_earlier_run_names_it(tmp_path, monkeypa
     config = load_config(SMOKE.parent / PHASES[1], world_size=8)
     problems = check_recipe(config)
     assert any("model.init_from=./runs/mosaic-bert-base-uncased/checkpoints" in p for p in problems)
+
+
+def test_a_phase_names_one_checkpoint_for_all_that_follows(earlier, tmp_path):
+    from mosaic_pretrain.train.phase_start import pin_checkpoint
+
+    folder, _ = earlier
+    config = phase_config(earlier, tmp_path)
+    pin_checkpoint(config.model)
+    assert config.model.init_from == str((folder / "ep0-ba4-rank0.pt").resolve())
+
+
+def test_a_wsd_runs_stable_checkpoint_guards_the_runs_folder(earlier, tmp_path):
+    """Its checkpoint lies in SAVE/stable/: the run's folder is SAVE, not SAVE/stable."""
+    import shutil
+
+    run = tmp_path / "wsd"
+    (run / "stable").mkdir(parents=True)
+    shutil.copy(earlier[0] / "ep0-ba4-rank0.pt", run / "stable" / "ep0-ba4-rank0.pt")
+    config = phase_config(
+        earlier,
+        tmp_path,
+        f"model.init_from={run}/stable/ep0-ba4-rank0.pt",
+        f"save_folder={run}/decay",
+    )
+    assert any(f"save_folder {run}/decay is in {run.resolve()}," in p for p in check_recipe(config))
+
+
+def test_a_file_that_is_no_composer_checkpoint_says_what_to_name(earlier, tmp_path):
+    weights = tmp_path / "pytorch_model.bin"
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2)}, weights)
+    config = phase_config(earlier, tmp_path, f"model.init_from={weights}")
+    problems = check_recipe(config)
+    assert any("is not a Composer checkpoint of a mosaic-pretrain run" in p for p in problems)

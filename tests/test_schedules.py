@@ -11,7 +11,7 @@ from composer.core import Time, Timestamp, TimeUnit
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.callbacks.stable_checkpoint import decay_start
 from mosaic_pretrain.config import load_config
-from mosaic_pretrain.config.schema import DecayShape, SchedulerSection
+from mosaic_pretrain.config.schema import DecayShape
 from mosaic_pretrain.errors import ConfigError
 from mosaic_pretrain.train.schedules import WarmupStableDecayScheduler, build_scheduler
 from tests.test_train import SMOKE, run
@@ -80,11 +80,31 @@ def test_warmup_given_as_a_fraction_and_the_decay_in_batches():
         (["scheduler.t_decay=2ba"], "applies to scheduler.name=warmup_stable_decay only"),
         (["scheduler.decay_shape=cosine"], "applies to scheduler.name=warmup_stable_decay only"),
         (["scheduler.name=warmup_stable_decay", "scheduler.t_decay=0.95dur"], "stable phase"),
-        (["scheduler.name=warmup_stable_decay", "scheduler.t_decay=5sp"], "max_duration's unit"),
+        (["scheduler.name=warmup_stable_decay", "scheduler.t_decay=5tok"], "max_duration's unit"),
         (["scheduler.name=warmup_stable_decay", "scheduler.t_decay=soon"], "is not a time"),
         (["scheduler.name=warmup_stable_decay", "max_duration=1ep"], "in ba, sp or tok"),
         (["scheduler.name=step"], "scheduler.name"),
         (["scheduler.name=warmup_stable_decay", "scheduler.decay_shape=sqrt"], "one_minus_sqrt"),
+        (["scheduler.t_warmup=100tok"], "cannot be placed in max_duration=60ba"),
+        (["scheduler.name=warmup_stable_decay", "scheduler.t_decay=0.001dur"], "never decay"),
+        (
+            [
+                "scheduler.name=warmup_stable_decay",
+                "scheduler.t_warmup=0ba",
+                "scheduler.t_decay=1dur",
+            ],
+            "no stable phase",
+        ),
+        (
+            [
+                "scheduler.name=warmup_stable_decay",
+                "max_duration=3200sp",
+                "scheduler.t_warmup=90ba",
+                "scheduler.t_decay=0.2dur",
+            ],
+            "stable phase would be negative",
+        ),
+        (["scheduler.name=warmup_stable_decay", "scheduler.t_warmup=1ep"], "write it in dur or ba"),
     ],
 )
 def test_bad_schedules_are_one_line_errors(overrides, message):
@@ -92,10 +112,61 @@ def test_bad_schedules_are_one_line_errors(overrides, message):
         load_config(SMOKE, overrides)
 
 
-def test_every_name_builds_a_composer_scheduler():
-    for name in ("linear_decay_with_warmup", "cosine_with_warmup", "warmup_stable_decay"):
-        section = SchedulerSection(name=name)
-        assert callable(build_scheduler(section))
+def at_sample(batch: int, total_samples: int, batch_size: int = 8) -> SimpleNamespace:
+    return SimpleNamespace(
+        max_duration=Time(total_samples, TimeUnit.SAMPLE),
+        timestamp=Timestamp(batch=batch, sample=batch * batch_size),
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["linear_decay_with_warmup", "cosine_with_warmup", "warmup_stable_decay"]
+)
+def test_a_warmup_in_batches_fits_a_run_in_samples(name):
+    """Composer's warmup schedulers need one unit: 2ba of a run of 80sp (batch 8) is 16sp."""
+    config = load_config(
+        SMOKE,
+        [f"scheduler.name={name}", "scheduler.t_warmup=2ba", "max_duration=80sp",
+         "global_train_batch_size=8", "device_train_microbatch_size=8", "scheduler.alpha_f=0.0"]
+        + (["scheduler.t_decay=4ba"] if name == "warmup_stable_decay" else []),
+    )  # fmt: skip
+    scheduler = build_scheduler(config)
+    assert scheduler(at_sample(1, 80)) == pytest.approx(0.5)  # halfway through the warmup
+    assert scheduler(at_sample(2, 80)) == pytest.approx(1.0)
+    extra = {"decay": 4, "shape": "linear"} if name == "warmup_stable_decay" else {}
+    for batch in range(2, 11):
+        want = expected_multiplier(name, batch, 10, 2, 0.0, **extra)
+        assert scheduler(at_sample(batch, 80)) == pytest.approx(want, abs=1e-12), batch
+
+
+def test_the_stable_checkpoint_is_taken_once_where_the_recipe_decays(tmp_path, monkeypatch):
+    """At the decay start of the recipe's max_duration, even if a stop asked for at that batch
+    has shortened the State's; once; with the recipe beside it."""
+    from composer import Event
+
+    from mosaic_pretrain.callbacks import stable_checkpoint
+
+    saved = []
+
+    def save(state, filename):
+        path = filename.format(epoch=0, batch=int(state.timestamp.batch), rank=0)
+        saved.append(Path(path).name)
+        return path
+
+    monkeypatch.setattr(stable_checkpoint.checkpoint, "save_checkpoint", save)
+    recipe = tmp_path / "resolved_config.yaml"
+    recipe.write_text("run_name: x\n")
+    callback = stable_checkpoint.StableCheckpoint(tmp_path, "0.2dur", "100ba", recipe)
+    for batch in range(1, 101):
+        state = SimpleNamespace(
+            timestamp=Timestamp(batch=batch),
+            previous_timestamp=Timestamp(batch=batch - 1),
+            max_duration=Time(80 if batch == 80 else 100, TimeUnit.BATCH),  # stopped at 80
+        )
+        callback.run_event(Event.BATCH_CHECKPOINT, state, None)
+        callback.run_event(Event.BATCH_END, state, None)
+    assert saved == ["ep0-ba80-rank0.pt"]
+    assert (tmp_path / "stable" / "resolved_config.yaml").read_text() == "run_name: x\n"
 
 
 def logged_lrs(folder: Path) -> dict[int, float]:
@@ -138,7 +209,8 @@ def test_a_resumed_wsd_run_continues_its_schedule_and_keeps_its_stable_checkpoin
     run(corpus, tmp_path / "full", *wsd)
     folder = tmp_path / "full" / "checkpoints"
     # The end of the stable phase (batch 6 of 10) is kept, though keep-1 rotated its neighbours.
-    assert sorted(p.name for p in (folder / "stable").iterdir()) == ["ep0-ba6-rank0.pt"]
+    kept = sorted(p.name for p in (folder / "stable").iterdir())
+    assert kept == ["ep0-ba6-rank0.pt", "resolved_config.yaml"]
     assert sorted(p.name for p in folder.glob("ep*.pt")) == ["ep0-ba10-rank0.pt"]
     full = logged_lrs(folder)
     for batch, lr in full.items():

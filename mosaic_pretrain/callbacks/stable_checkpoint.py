@@ -7,6 +7,7 @@ SAVE_FOLDER/stable/, where neither the rotation nor autoresume's `latest` link l
 """
 
 import logging
+import shutil
 from pathlib import Path
 
 from composer import Callback, Event, State, Time, TimeUnit
@@ -32,17 +33,25 @@ def decay_start(t_decay: str, max_duration: Time) -> Time:
 
 class StableCheckpoint(Callback):
     """Saves `SAVE_FOLDER/stable/ep{epoch}-ba{batch}-rank{rank}.pt` after the batch that reaches
-    the start of the decay (every rank takes part, as in Composer's own saver)."""
+    the start of the decay (every rank takes part, as in Composer's own saver), with a copy of
+    the run's recipe beside it, so that `export` and `eval-lengths` read it as they read the
+    save folder's checkpoints.
 
-    def __init__(self, save_folder: str | Path, t_decay: str):
+    The start comes from the recipe's max_duration, not the State's: a stop asked for (SIGTERM,
+    Ctrl-C) ends the run early by shortening the State's, which must not move the decay."""
+
+    def __init__(
+        self, save_folder: str | Path, t_decay: str, max_duration: str, recipe: Path | None
+    ):
         self.folder = Path(save_folder) / STABLE_FOLDER
-        self.t_decay = t_decay
+        self.start = decay_start(t_decay, Time.from_timestring(max_duration))
+        self.recipe = recipe
         self.saved: list[str] = []
 
     def run_event(self, event: Event, state: State, logger_: Logger) -> None:
-        if event is not Event.BATCH_CHECKPOINT or state.max_duration is None:
+        if event is not Event.BATCH_CHECKPOINT:
             return
-        start = decay_start(self.t_decay, state.max_duration)
+        start = self.start
         now = state.timestamp.get(start.unit)
         before = state.previous_timestamp.get(start.unit) if state.previous_timestamp else now
         if not before < start <= now:
@@ -51,6 +60,8 @@ class StableCheckpoint(Callback):
         written = checkpoint.save_checkpoint(
             state, str(self.folder / "ep{epoch}-ba{batch}-rank{rank}.pt")
         )
-        if written is not None:
+        if written is not None:  # rank 0
             self.saved.append(str(written))
+            if self.recipe is not None and self.recipe.is_file():
+                shutil.copyfile(self.recipe, self.folder / self.recipe.name)
             logger.info("end of the stable phase: checkpoint kept at %s", written)

@@ -29,6 +29,8 @@ from mosaic_pretrain.train.folders import (
     signal_exit_code,
     stopped_message,
 )
+from mosaic_pretrain.train.phase_start import pin_checkpoint
+from mosaic_pretrain.train.resume import checkpoint_to_resume
 from mosaic_pretrain.train.trainer import BuiltRun, build_trainer
 
 __all__ = ["RESOLVED_CONFIG", "run_folder", "train"]
@@ -45,6 +47,8 @@ def train(config: PretrainConfig) -> Trainer:
         )
     if config.autoresume and dist.get_global_rank() == 0:
         repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
+    if checkpoint_to_resume(config, run_folder(config)) is None:
+        pin_checkpoint(config.model)  # a new phase: one checkpoint for all that follows
     problems = check_recipe(config)  # everything `mosaic-pretrain check` finds
     if problems:
         raise ConfigError("; ".join(problems), problems)

@@ -268,44 +268,83 @@ def _stream_problems(name: str, dataset) -> list[str]:
     return problems
 
 
+def run_share(time: Duration, duration: Duration, global_batch: int) -> float | None:
+    """`time` as a fraction of `duration` (batches and samples convert through the global
+    batch); None where that is known only once the data is read (epochs, tokens)."""
+    if time.unit == "dur":
+        return time.value
+    if time.unit == duration.unit:
+        return time.value / duration.value
+    samples_per = {"ba": global_batch, "sp": 1}
+    if time.unit in samples_per and duration.unit in samples_per:
+        return (time.value * samples_per[time.unit]) / (duration.value * samples_per[duration.unit])
+    return None
+
+
 def _scheduler_problems(config: PretrainConfig, duration: Duration | None) -> list[str]:
-    """warmup_stable_decay's keys: set for it only, its decay after its warmup, in the run."""
+    """Times the schedule can place in the run; warmup_stable_decay's keys set for it only, its
+    decay after its warmup and within the run."""
     section = config.scheduler
     wsd = section.name.value == "warmup_stable_decay"
     if not wsd:
-        return [
+        problems = [
             f"scheduler.{key} applies to scheduler.name=warmup_stable_decay only; remove it"
             for key in ("t_decay", "decay_shape")
             if getattr(section, key) is not None
         ]
+    else:
+        problems = []
     if duration is None:
-        return []  # max_duration's own error is reported
+        return problems  # max_duration's own error is reported
+    try:
+        warmup = parse_time("scheduler.t_warmup", section.t_warmup, allow_fraction_of_run=True)
+    except ConfigError:
+        return problems  # reported with the other times
+    batch = config.global_train_batch_size
+    if "tok" in (warmup.unit, duration.unit) and warmup.unit not in ("dur", duration.unit):
+        problems.append(
+            f"scheduler.t_warmup={section.t_warmup} cannot be placed in max_duration="
+            f"{config.max_duration} before the data is read; write it in dur or "
+            f"{duration.unit}"
+        )
+    if not wsd:
+        return problems
     if duration.unit == "ep":
         return [
+            *problems,
             f"scheduler.name=warmup_stable_decay decays over the end of max_duration, which "
-            f"must be in ba, sp or tok (not {config.max_duration})"
+            f"must be in ba, sp or tok (not {config.max_duration})",
         ]
     t_decay = section.t_decay or "0.2dur"
     try:
         decay = parse_time("scheduler.t_decay", t_decay, allow_fraction_of_run=True)
     except ConfigError as error:
-        return [str(error)]
-    if decay.unit not in ("dur", duration.unit):
+        return [*problems, str(error)]
+    share, warmup_share = run_share(decay, duration, batch), run_share(warmup, duration, batch)
+    if share is None:
         return [
+            *problems,
             f"scheduler.t_decay={t_decay}: write it in dur (a fraction of the run) or in "
-            f"max_duration's unit ({duration.unit})"
+            f"max_duration's unit ({duration.unit})",
         ]
-    share = decay.value if decay.unit == "dur" else decay.value / duration.value
-    warmup = parse_time("scheduler.t_warmup", section.t_warmup, allow_fraction_of_run=True)
-    warmup_share = None
-    if warmup.unit == "dur":
-        warmup_share = warmup.value
-    elif warmup.unit == duration.unit:
-        warmup_share = warmup.value / duration.value
-    problems = []
-    if not 0.0 < share <= 1.0:
-        problems.append(f"scheduler.t_decay={t_decay} must be more than 0 and at most max_duration")
-    elif warmup_share is not None and warmup_share + share > 1.0:
+    if warmup_share is None:
+        return [
+            *problems,
+            f"scheduler.t_warmup={section.t_warmup}: warmup_stable_decay places it in "
+            f"max_duration={config.max_duration}; write it in dur or {duration.unit}",
+        ]
+    if share * duration.value < 1:
+        problems.append(
+            f"scheduler.t_decay={t_decay} is less than one {duration.unit} of "
+            f"max_duration={config.max_duration}: the run would never decay"
+        )
+    elif share >= 1.0:
+        problems.append(
+            f"scheduler.t_decay={t_decay} covers the whole run (max_duration="
+            f"{config.max_duration}): there is no stable phase; shorten it, or use "
+            "scheduler.name=linear_decay_with_warmup"
+        )
+    elif warmup_share + share > 1.0:
         problems.append(
             f"scheduler.t_warmup={section.t_warmup} and scheduler.t_decay={t_decay} add up to "
             f"more than max_duration={config.max_duration}: the stable phase would be negative"

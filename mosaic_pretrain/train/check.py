@@ -196,6 +196,7 @@ def _check_folders(config: PretrainConfig, problems: Problems) -> None:
 def _phase_folder_problems(config: PretrainConfig) -> list[str]:
     """A new phase (init_from a run's checkpoint) writes none of its files into that run's
     folder, which it only reads."""
+    from mosaic_pretrain.callbacks.stable_checkpoint import STABLE_FOLDER
     from mosaic_pretrain.train.folders import expand_folder, run_folder
     from mosaic_pretrain.train.phase_start import checkpoint_source
 
@@ -203,6 +204,8 @@ def _phase_folder_problems(config: PretrainConfig) -> list[str]:
     if checkpoint is None:
         return []
     earlier = checkpoint.resolve().parent
+    if earlier.name == STABLE_FOLDER:  # a WSD run's kept checkpoint: the run's folder is above
+        earlier = earlier.parent
     own = {"save_folder": run_folder(config)}
     if config.export_folder is not None:
         own["export_folder"] = expand_folder(config.export_folder, config)

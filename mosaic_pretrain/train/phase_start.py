@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
+from composer.utils import dist
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 COMPOSER_MODEL_PREFIX = "model."  # the ComposerModel holds the transformers model as `.model`
 OPTIMIZER_KEY = "model.init_optimizer_state"
+OPTIMIZER = "DecoupledAdamW"  # the optimizer builders.build_optimizer makes
 
 
 def checkpoint_source(section: ModelSection) -> Path | None:
@@ -49,14 +51,34 @@ def checkpoint_source(section: ModelSection) -> Path | None:
     return complete[-1] if complete else None
 
 
+def pin_checkpoint(section: ModelSection) -> None:
+    """Point init_from at the one checkpoint its save folder names now, the same on every rank
+    (rank 0's choice): a run still saving there moves its `latest` link and rotates files, and
+    the weights, the optimizer state and every rank must all come from one file. The resolved
+    recipe then records which checkpoint the phase started from."""
+    checkpoint = checkpoint_source(section)
+    if checkpoint is None:
+        return
+    chosen = [str(checkpoint)]
+    dist.broadcast_object_list(chosen, src=0)
+    if chosen[0] != section.init_from:
+        logger.info("%s=%s: the phase starts from %s", KEY, section.init_from, chosen[0])
+    section.init_from = chosen[0]
+
+
 def _source_model(state: dict, checkpoint: Path) -> tuple[ModelSection, str, bool]:
     """The model section, tokenizer name and low-precision LayerNorm of the run that wrote it."""
+    if not isinstance(state.get("state"), dict) or "model" not in state["state"]:
+        raise CheckpointError(
+            f"{KEY}={checkpoint} is not a Composer checkpoint of a mosaic-pretrain run; for a "
+            f"model's saved weights set {KEY} to its directory (with config.json)"
+        )
     record = run_record(state)
     if record is None:
         raise CheckpointError(
             f"{KEY}={checkpoint} carries no recipe record (written by an older version), so "
-            f"its model cannot be checked; export it (`mosaic-pretrain export {checkpoint} DIR` "
-            f"--recipe RECIPE) and set {KEY}=DIR"
+            f"its model cannot be checked; export it (`mosaic-pretrain export {checkpoint} DIR "
+            f"--recipe RECIPE`) and set {KEY}=DIR"
         )
     recipe = record["recipe"]
     try:
@@ -113,6 +135,12 @@ def phase_problems(
         source_section, tokenizer_name, low_precision = _source_model(state, checkpoint)
     except MosaicPretrainError as error:
         return error.problems
+    optimizers = state["state"].get("optimizers") or {}
+    if section.init_optimizer_state and OPTIMIZER not in optimizers:
+        return [
+            f"{OPTIMIZER_KEY}: {checkpoint} holds no {OPTIMIZER} state (it has "
+            f"{sorted(optimizers) or 'none'}); set {OPTIMIZER_KEY}=false"
+        ]
     if source_section.name is not section.name:
         return [
             f"{KEY}={source} is a {source_section.name.value} run's checkpoint; set "

@@ -38,7 +38,7 @@ FREE = (
     "data_remote", "train_loader.dataset.local", "train_loader.dataset.remote",
     "train_loader.num_workers", "eval_loader", "compile", "loss_guard", "resume_allow_changes",
     "model.model_config.attention_backend", "model.init_from", "model.use_pretrained",
-    "model.init_optimizer_state",
+    "model.init_optimizer_state", "scheduler.keep_stable_checkpoint",
 )  # fmt: skip
 NEVER = (
     "model", "tokenizer_name", "train_loader.dataset.tokenizer_name", "algorithms",

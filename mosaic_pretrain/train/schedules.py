@@ -8,7 +8,7 @@ which a resumed run therefore continues exactly.
 
 import math
 
-from composer.core import State, Time
+from composer.core import State, Time, TimeUnit
 from composer.optim import (
     ComposerScheduler,
     CosineAnnealingWithWarmupScheduler,
@@ -17,7 +17,8 @@ from composer.optim import (
 
 from mosaic_pretrain.callbacks.stable_checkpoint import StableCheckpoint, decay_start
 from mosaic_pretrain.config import PretrainConfig
-from mosaic_pretrain.config.schema import DecayShape, SchedulerName, SchedulerSection
+from mosaic_pretrain.config.schema import DecayShape, SchedulerName
+from mosaic_pretrain.train.export import RESOLVED_CONFIG
 from mosaic_pretrain.train.folders import run_folder
 
 DEFAULT_T_DECAY = "0.2dur"
@@ -59,19 +60,32 @@ class WarmupStableDecayScheduler(ComposerScheduler):
         return self.alpha_f + (1.0 - self.alpha_f) * decay_shape_value(self.shape, x)
 
 
-def build_scheduler(section: SchedulerSection) -> ComposerScheduler:
+def in_run_unit(text: str, config: PretrainConfig) -> str:
+    """`text` in max_duration's unit where one is batches and the other samples (Composer's
+    warmup schedulers need the two in one unit); otherwise as written."""
+    time, run = Time.from_timestring(text), Time.from_timestring(config.max_duration)
+    batch = config.global_train_batch_size
+    if time.unit is TimeUnit.BATCH and run.unit is TimeUnit.SAMPLE:
+        return f"{int(time.value) * batch}sp"
+    if time.unit is TimeUnit.SAMPLE and run.unit is TimeUnit.BATCH:
+        return f"{math.ceil(time.value / batch)}ba"
+    return text
+
+
+def build_scheduler(config: PretrainConfig) -> ComposerScheduler:
+    """The recipe's schedule, its times in max_duration's unit."""
+    section = config.scheduler
+    t_warmup = in_run_unit(section.t_warmup, config)
     if section.name is SchedulerName.cosine_with_warmup:
-        return CosineAnnealingWithWarmupScheduler(
-            t_warmup=section.t_warmup, alpha_f=section.alpha_f
-        )
+        return CosineAnnealingWithWarmupScheduler(t_warmup=t_warmup, alpha_f=section.alpha_f)
     if section.name is SchedulerName.warmup_stable_decay:
         return WarmupStableDecayScheduler(
-            section.t_warmup,
-            section.t_decay or DEFAULT_T_DECAY,
+            t_warmup,
+            in_run_unit(section.t_decay or DEFAULT_T_DECAY, config),
             section.alpha_f,
             section.decay_shape or DEFAULT_DECAY_SHAPE,
         )
-    return LinearWithWarmupScheduler(t_warmup=section.t_warmup, alpha_f=section.alpha_f)
+    return LinearWithWarmupScheduler(t_warmup=t_warmup, alpha_f=section.alpha_f)
 
 
 def stable_checkpoints(config: PretrainConfig) -> list[StableCheckpoint]:
@@ -81,4 +95,6 @@ def stable_checkpoints(config: PretrainConfig) -> list[StableCheckpoint]:
         return []
     if not section.keep_stable_checkpoint:
         return []
-    return [StableCheckpoint(run_folder(config), section.t_decay or DEFAULT_T_DECAY)]
+    folder = run_folder(config)
+    t_decay = in_run_unit(section.t_decay or DEFAULT_T_DECAY, config)
+    return [StableCheckpoint(folder, t_decay, config.max_duration, folder / RESOLVED_CONFIG)]

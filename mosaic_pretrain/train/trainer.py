@@ -83,7 +83,7 @@ def build_trainer(
             eval_interval=config.eval_interval,
             eval_subset_num_batches=config.eval_subset_num_batches,
             optimizers=optimizer,
-            schedulers=build_scheduler(config.scheduler),
+            schedulers=build_scheduler(config),
             precision=config.precision.value,
             device_train_microbatch_size=config.device_train_microbatch_size,
             # Microbatches weighed by their masked tokens (train/microbatches.py, count_tokens).

@@ -185,7 +185,7 @@ def test_a_path_that_is_no_model_is_refused(texts, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     cases = {
         tmp_path / "missing": "does not exist",
-        tmp_path / "empty": "is a folder without config.json or latest-rank0.pt",
+        tmp_path / "empty": "is a folder without config.json or a checkpoint",
         tmp_path / "notes.txt": "is a file but not a checkpoint",
     }
     for path, message in cases.items():

@@ -12,7 +12,7 @@ from transformers.utils import logging as transformers_logging
 import mosaic_pretrain.model  # noqa: F401  (registers MosaicBERT with the Auto classes)
 from mosaic_pretrain.data.tokenizer import load_tokenizer
 from mosaic_pretrain.errors import CheckpointError, ConfigError, first_line
-from mosaic_pretrain.train.checkpoints import latest_link
+from mosaic_pretrain.train.checkpoints import folder_checkpoint, latest_link
 from mosaic_pretrain.train.export import MOSAIC_BERT, model_from_checkpoint
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -58,14 +58,15 @@ def load_model(text: str, label: str) -> EvalModel:
         model, tokenizer = load_hf_directory(path)
         return EvalModel(label, path, "hf directory", path, model, tokenizer)
     if path.is_dir():
-        link = latest_link(path)
-        if not link.exists():
+        checkpoint = folder_checkpoint(path)
+        if checkpoint is None:
             raise CheckpointError(
-                f"model {text} is a folder without config.json or {link.name}, so no Hugging "
-                f"Face directory nor a save folder with a checkpoint; {WHAT_A_MODEL_IS}"
+                f"model {text} is a folder without config.json or a checkpoint "
+                f"({latest_link(path).name}, ep*-ba*-rank0.pt), so no Hugging Face directory "
+                f"nor a save folder; {WHAT_A_MODEL_IS}"
             )
-        model, tokenizer, _, _ = model_from_checkpoint(link.resolve())
-        return EvalModel(label, path, "save folder", link.resolve(), model, tokenizer)
+        model, tokenizer, _, _ = model_from_checkpoint(checkpoint)
+        return EvalModel(label, path, "save folder", checkpoint, model, tokenizer)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(
             f"model {text} is a file but not a checkpoint (.pt); {WHAT_A_MODEL_IS}"

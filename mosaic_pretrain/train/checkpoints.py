@@ -46,6 +46,16 @@ def checkpoints_by_batch(folder: Path, rank: int = 0) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def folder_checkpoint(folder: Path, rank: int = 0) -> Path | None:
+    """The checkpoint a folder of them stands for: where `latest` points, else the newest
+    complete one (a WSD run's `stable/` folder has no `latest`); None when it holds none."""
+    link = latest_link(folder, rank)
+    if link.exists():
+        return link.resolve()
+    complete = [path for path in checkpoints_by_batch(folder, rank) if is_complete(path)]
+    return complete[-1] if complete else None
+
+
 @dataclass
 class Repair:
     set_aside: list[Path] = field(default_factory=list)

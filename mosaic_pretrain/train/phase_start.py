@@ -22,7 +22,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from mosaic_pretrain.config.schema import ModelSection
 from mosaic_pretrain.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 from mosaic_pretrain.errors import CheckpointError, ConfigError, MosaicPretrainError, first_line
-from mosaic_pretrain.train.checkpoints import checkpoints_by_batch, is_complete, latest_link
+from mosaic_pretrain.train.checkpoints import folder_checkpoint, is_complete
 from mosaic_pretrain.train.init_weights import KEY, function_differences, size_hint
 from mosaic_pretrain.train.model_sizes import model_config
 from mosaic_pretrain.train.resume import read_checkpoint_state, run_record
@@ -44,11 +44,7 @@ def checkpoint_source(section: ModelSection) -> Path | None:
         return path
     if not path.is_dir() or (path / "config.json").is_file():
         return None
-    link = latest_link(path)
-    if link.exists():
-        return link.resolve()
-    complete = [found for found in checkpoints_by_batch(path) if is_complete(found)]
-    return complete[-1] if complete else None
+    return folder_checkpoint(path)
 
 
 def pin_checkpoint(section: ModelSection) -> None:

@@ -4,10 +4,10 @@ python scripts/bench_data.py --out benchmarks/results/data_pipeline
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from mosaic_pretrain.bench.data_pipeline import results_markdown, run_data_benchmark
+from mosaic_pretrain.bench.result_files import write_result_files
 
 
 def main() -> None:
@@ -21,10 +21,8 @@ def main() -> None:
     record = run_data_benchmark(
         args.batch_size, args.max_seq_len, args.batches, repeats=args.repeats
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     markdown = results_markdown(record)
-    args.out.with_suffix(".md").write_text(markdown)
+    write_result_files(args.out, record, markdown)
     print(markdown)
 
 

@@ -4,10 +4,10 @@ python scripts/bench_packing.py --out benchmarks/results/packing_fill
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from mosaic_pretrain.bench.packing_fill import results_markdown, run_packing_fill
+from mosaic_pretrain.bench.result_files import write_result_files
 
 
 def main() -> None:
@@ -20,10 +20,8 @@ def main() -> None:
         tuple(int(n) for n in args.lengths.split(",")),
         tuple(int(n) for n in args.batch_sizes.split(",")),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     markdown = results_markdown(record)
-    args.out.with_suffix(".md").write_text(markdown)
+    write_result_files(args.out, record, markdown)
     print(markdown)
 
 

@@ -453,7 +453,7 @@ def _add_eval_lengths(subparsers: argparse._SubParsersAction) -> None:
         description="Scores each MODEL (a Composer checkpoint .pt, a run's save folder, or a "
         "Hugging Face directory) on rows of each --lengths L: [CLS] + a document's first L-2 "
         "tokens + [SEP], in the model's own tokenizer, from the same documents at every length "
-        "(only those with at least longest-L - 2 tokens). 15%% of tokens are masked (80/10/10, "
+        "(only those with at least longest-L - 2 tokens). 15% of tokens are masked (80/10/10, "
         "seeded, alike at every length). A model with a learned position table (BERT) is not run "
         "past it. Writes lengths.json, lengths.csv and lengths.png to --out.",
     )

@@ -248,7 +248,7 @@ def _check_checkpoint_model(
     written before they carried their recipe)."""
     from mosaic_pretrain.errors import CheckpointError
     from mosaic_pretrain.train.builders import build_model
-    from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX
+    from mosaic_pretrain.train.safe_load import COMPOSER_MODEL_PREFIX
 
     saved = {
         name.removeprefix(COMPOSER_MODEL_PREFIX): tuple(tensor.shape)

@@ -19,10 +19,9 @@ from mosaic_pretrain.train.init_weights import init_source
 from mosaic_pretrain.train.model_card import CARD, ModelCard, last_eval, model_shape
 from mosaic_pretrain.train.model_code import write_model_code
 from mosaic_pretrain.train.resume import run_record
-from mosaic_pretrain.train.safe_load import load_checkpoint
+from mosaic_pretrain.train.safe_load import composer_weights, load_checkpoint
 
 RESOLVED_CONFIG = "resolved_config.yaml"
-COMPOSER_MODEL_PREFIX = "model."  # the ComposerModel keeps the transformers model as `.model`
 MOSAIC_BERT = "mosaic_bert"  # the model_type of ours
 
 
@@ -94,17 +93,6 @@ def load_composer_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The model weights of a Composer checkpoint, names as in the transformers model, read by
     the safe loader (no code from the file runs)."""
     return composer_weights(load_checkpoint(checkpoint, mmap=False), checkpoint)
-
-
-def composer_weights(state: dict, checkpoint: Path) -> dict[str, torch.Tensor]:
-    try:
-        weights = state["state"]["model"]
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} is corrupt or not a Composer checkpoint "
-            f"(no {error} in it); use another checkpoint of the run"
-        ) from None
-    return {name.removeprefix(COMPOSER_MODEL_PREFIX): tensor for name, tensor in weights.items()}
 
 
 def model_from_checkpoint(

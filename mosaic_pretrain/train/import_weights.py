@@ -27,10 +27,10 @@ from mosaic_pretrain.callbacks.run_record import code_version
 from mosaic_pretrain.data.tokenizer import load_tokenizer
 from mosaic_pretrain.errors import CheckpointError, MosaicPretrainError
 from mosaic_pretrain.model import MosaicBertConfig, MosaicBertForMaskedLM
-from mosaic_pretrain.train.export import COMPOSER_MODEL_PREFIX, save_hf_directory
+from mosaic_pretrain.train.export import save_hf_directory
 from mosaic_pretrain.train.model_card import ModelCard, model_shape
 from mosaic_pretrain.train.resume import run_record
-from mosaic_pretrain.train.safe_load import load_checkpoint
+from mosaic_pretrain.train.safe_load import COMPOSER_MODEL_PREFIX, load_checkpoint
 
 # MosaicML's published models ship no tokenizer files: they were trained with this one.
 PUBLISHED_TOKENIZER = "bert-base-uncased"

@@ -26,10 +26,10 @@ from mosaic_pretrain.train.checkpoints import folder_checkpoint, is_complete
 from mosaic_pretrain.train.init_weights import KEY, function_differences, size_hint
 from mosaic_pretrain.train.model_sizes import model_config
 from mosaic_pretrain.train.resume import read_checkpoint_state, run_record
+from mosaic_pretrain.train.safe_load import composer_weights
 
 logger = logging.getLogger(__name__)
 
-COMPOSER_MODEL_PREFIX = "model."  # the ComposerModel holds the transformers model as `.model`
 OPTIMIZER_KEY = "model.init_optimizer_state"
 OPTIMIZER = "DecoupledAdamW"  # the optimizer builders.build_optimizer makes
 
@@ -156,14 +156,6 @@ def phase_problems(
     return problems
 
 
-def _weights(state: dict, checkpoint: Path) -> dict[str, torch.Tensor]:
-    try:
-        weights = state["state"]["model"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{checkpoint} is corrupt: it holds no model weights") from None
-    return {name.removeprefix(COMPOSER_MODEL_PREFIX): tensor for name, tensor in weights.items()}
-
-
 def load_phase_model(
     model_class, config: PretrainedConfig, section: ModelSection, tokenizer
 ) -> torch.nn.Module:
@@ -173,7 +165,7 @@ def load_phase_model(
         raise ConfigError("; ".join(problems), problems)
     checkpoint = checkpoint_source(section)
     model = model_class(config)
-    weights = _weights(read_checkpoint_state(checkpoint), checkpoint)
+    weights = composer_weights(read_checkpoint_state(checkpoint), checkpoint)
     expected = set(model.state_dict())
     missing, unused = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unused:

@@ -36,6 +36,7 @@ CHECKPOINT_GLOBALS = (
     numpy.zeros(0).__reduce__()[0],  # how numpy rebuilds a pickled array (`_reconstruct`)
     TorchVersion,  # metadata.torch_version
 )
+COMPOSER_MODEL_PREFIX = "model."  # the ComposerModel keeps the transformers model as `.model`
 VALIDATION_VARIABLE = "CHECKPOINT_VALIDATION_FUNCTION"  # read by composer.utils.checkpoint
 VALIDATOR = f"{__name__}.validate_for_composer"
 
@@ -111,3 +112,15 @@ def composer_loads_checked() -> Iterator[None]:
         else:
             os.environ[VALIDATION_VARIABLE] = previous
         _chained_validator = None
+
+
+def composer_weights(state: dict, checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint's state, named as in the transformers model."""
+    try:
+        weights = state["state"]["model"]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} is corrupt or not a Composer checkpoint "
+            f"(no {error} in it); use another checkpoint of the run"
+        ) from None
+    return {name.removeprefix(COMPOSER_MODEL_PREFIX): tensor for name, tensor in weights.items()}

@@ -47,7 +47,7 @@ class WarmupStableDecayScheduler(ComposerScheduler):
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         assert state.max_duration is not None, "schedulers run with a max_duration"
         warmup = self.t_warmup
-        if warmup.unit.value == "dur":
+        if warmup.unit is TimeUnit.DURATION:
             warmup = Time(int(warmup.value * state.max_duration.value), state.max_duration.unit)
         if warmup.value > 0 and state.timestamp < warmup:
             return state.timestamp.get(warmup.unit).value / warmup.value

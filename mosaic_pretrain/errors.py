@@ -34,6 +34,10 @@ class CheckpointError(MosaicPretrainError):
     """A checkpoint is missing, corrupt, or does not match the model it is loaded into."""
 
 
+class FolderInUseError(MosaicPretrainError):
+    """Another live run holds the folder this one would write to (its lock file says who)."""
+
+
 class RunStopped(Exception):
     """A run stopped on request (SIGTERM, Ctrl-C) after saving its state: not an error of the
     user's, but not a finished run either. The exit code is the shell's for that signal."""

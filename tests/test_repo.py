@@ -63,6 +63,7 @@ LAYERS = {
     "mosaic_pretrain": 0,  # the package's __init__ (its version)
     "errors": 0,
     "device_info": 0,
+    "folder_lock": 1,  # one run per folder: every command that writes a folder takes it
     "model": 1,
     "smoke": 2,
     "config": 2,

@@ -5,7 +5,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mosaic_pretrain.errors import MosaicPretrainError, RunStopped
+from mosaic_pretrain.errors import MosaicPretrainError, Problems, RunStopped
 
 
 class CheckFailed(MosaicPretrainError):
@@ -200,6 +200,11 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         help="replace an existing conversion made with other options",
     )
     convert.add_argument("--no-progress", action="store_true")
+    convert.add_argument(
+        "--take-over-lock",
+        action="store_true",
+        help="take over another host's lock on --out now (its conversion is known to be dead)",
+    )
     convert.set_defaults(handler=_run_convert)
 
 
@@ -234,6 +239,7 @@ def _run_convert(args: argparse.Namespace) -> None:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        take_over_lock=args.take_over_lock,
     )
 
 
@@ -590,23 +596,34 @@ def _is_sweep(path: str) -> bool:
 
 def _sweep_problems(path: str, overrides: list[str]) -> list[str]:
     from mosaic_pretrain.glue.config import load_sweep
-    from mosaic_pretrain.glue.sweep import check_sweep
+    from mosaic_pretrain.glue.sweep import check_sweep, sweep_lock
 
     try:
         config = load_sweep(path, overrides)
     except MosaicPretrainError as error:
         return error.problems
-    return check_sweep(config)
+    return check_sweep(config) + _lock_problems(sweep_lock, config)
+
+
+def _lock_problems(make_lock, config) -> list[str]:
+    """Whether another live run holds the folder this one would lock (`check` takes no lock:
+    `train` does, and runs the other checks after it)."""
+    problems = Problems()
+    lock = problems.attempt(make_lock, config)
+    problem = lock.problem() if lock is not None else None
+    return problems.found + ([problem] if problem else [])
 
 
 def check_file(
     path: str | Path, overrides: list[str] = (), world_size: int = 1, verify_hashes: bool = False
 ) -> list[str]:
     """Problems of the pretraining recipe at `path` (empty when it is ready to run); for an
-    ablation recipe, first that every value makes a valid recipe."""
-    from mosaic_pretrain.ablation.runs import plan_runs
+    ablation recipe, first that every value makes a valid recipe. Last, whether another live
+    run holds the folder it would lock (its save folder, an ablation's output folder)."""
+    from mosaic_pretrain.ablation.runs import output_lock, plan_runs
     from mosaic_pretrain.commands.check import check_recipe
     from mosaic_pretrain.config import load_config
+    from mosaic_pretrain.train.folders import run_folder_lock
 
     try:
         config = load_config(path, overrides, world_size)
@@ -614,7 +631,8 @@ def check_file(
             plan_runs(Path(path), list(overrides))
     except MosaicPretrainError as error:
         return error.problems  # nothing else can be checked without valid recipes
-    return check_recipe(config, verify_hashes)
+    make_lock = output_lock if config.ablation is not None else run_folder_lock
+    return check_recipe(config, verify_hashes) + _lock_problems(make_lock, config)
 
 
 def _run_check(args: argparse.Namespace) -> None:

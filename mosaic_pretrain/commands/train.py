@@ -24,6 +24,7 @@ from mosaic_pretrain.train.export import (
 from mosaic_pretrain.train.folders import (
     disk_full_message,
     free_export_folder,
+    hold_run_folder,
     run_folder,
     save_resolved_config,
     signal_exit_code,
@@ -45,8 +46,15 @@ def train(config: PretrainConfig) -> Trainer:
             f"this recipe sweeps {config.ablation.key} (its `ablation` section): run it with "
             "`mosaic-pretrain ablate`, or set ablation=null to train it once"
         )
+    # One run per folder: locked before anything is written there, released however it ends.
+    with hold_run_folder(config):
+        return _train(config)
+
+
+def _train(config: PretrainConfig) -> Trainer:
     if config.autoresume and dist.get_global_rank() == 0:
-        repair_checkpoint_folder(run_folder(config))  # before any rank looks for `latest`
+        repair_checkpoint_folder(run_folder(config))
+    dist.barrier()  # no rank looks for `latest` before it is repaired
     if checkpoint_to_resume(config, run_folder(config)) is None:
         pin_checkpoint(config.model)  # a new phase: one checkpoint for all that follows
     problems = check_recipe(config)  # everything `mosaic-pretrain check` finds

@@ -299,6 +299,20 @@ class AblationSection:
 
 
 @dataclass
+class FolderLockSection:
+    """The lock a run holds on its save folder (ours): a second run into it is refused. A lock
+    of this host whose process is gone is taken over; another host's process cannot be checked
+    from here, so its lock counts as live while its holder keeps refreshing it (every 30 s)."""
+
+    # Minutes without a refresh after which another host's lock counts as left by a dead run
+    # (at least 2); null: never, only take_over frees it.
+    other_host_timeout_minutes: float | None = 10.0
+    # Take over another host's lock now, for a run known to be dead (its node gone) before the
+    # timeout; never frees a lock whose process runs on this host.
+    take_over: bool = False
+
+
+@dataclass
 class PretrainConfig:
     """A pretraining recipe. `???` marks a key the recipe must set."""
 
@@ -333,6 +347,7 @@ class PretrainConfig:
     save_overwrite: bool = False
     compile: CompileSection | None = None  # torch.compile the model (ours)
     loss_guard: LossGuardSection = field(default_factory=LossGuardSection)
+    folder_lock: FolderLockSection = field(default_factory=FolderLockSection)
     # Keys a resumed run may change from its checkpoint's recipe, e.g. [optimizer.lr] (ours).
     resume_allow_changes: list[str] = field(default_factory=list)
     # The console while training: null shows one live progress line on a terminal and a line

@@ -38,6 +38,7 @@ from mosaic_pretrain.data.sources import (
 )
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS, load_tokenizer, tokenizer_fingerprint
 from mosaic_pretrain.errors import ConfigError, DataError
+from mosaic_pretrain.folder_lock import FolderLock, LockRules
 
 MANIFEST = "conversion.json"
 OUTPUT_FORMATS = ("text", "tokens")
@@ -48,6 +49,7 @@ SIZE_UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # becomes a folder name under OUT
 # Added to each split's MDS index.json, so a reader (local or remote) can check how it was made.
 INDEX_KEY = "mosaic_pretrain"
+TAKE_OVER = "--take-over-lock"  # the command line's way to take over another host's lock
 
 
 def parse_size(text: str) -> int:
@@ -327,11 +329,30 @@ def convert(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    take_over_lock: bool = False,
+    wait_for_lock: bool = False,
 ) -> dict[str, SplitSummary]:
-    """Run the conversion; returns a summary per split written (complete splits are skipped)."""
+    """Run the conversion; returns a summary per split written (complete splits are skipped).
+
+    The output folder is locked for the conversion: another one into it is refused (or, with
+    `wait_for_lock`, waited for: then it has usually done the work). `take_over_lock` takes
+    over another host's lock at once (see `mosaic_pretrain.folder_lock`)."""
     options.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rules = LockRules(take_over=take_over_lock, timeout_name=None, take_over_name=TAKE_OVER)
+    what = f"conversion output {out}"
+    with FolderLock(out, what, "choose another --out", rules, wait=wait_for_lock):
+        return _convert(options, out, workers, overwrite, progress, log)
+
+
+def _convert(
+    options: ConvertOptions,
+    out: Path,
+    workers: int,
+    overwrite: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, SplitSummary]:
     record = options.as_record()
     manifest = _read_manifest(out)
     ours = [out / split for split in options.split_names()]

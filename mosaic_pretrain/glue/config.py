@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 
 from mosaic_pretrain.config.load import load_structured, parse_time
+from mosaic_pretrain.config.schema import FolderLockSection
 from mosaic_pretrain.data.glue_tasks import (
     CLASSIFICATION_METRICS,
     GLUE_TASKS,
@@ -145,6 +146,8 @@ class SweepConfig:
     precision: GluePrecision = GluePrecision.auto
     score_policy: ScorePolicy = ScorePolicy.last
     parallel: ParallelSection = field(default_factory=ParallelSection)
+    # The sweep's lock on output_folder, as a pretraining run's on its save folder.
+    folder_lock: FolderLockSection = field(default_factory=FolderLockSection)
 
     def folder(self) -> Path:
         return Path(self.output_folder.format(run_name=self.run_name))

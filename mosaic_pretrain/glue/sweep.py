@@ -26,6 +26,7 @@ import torch
 from mosaic_pretrain.config import to_yaml
 from mosaic_pretrain.config.compare import differing_keys
 from mosaic_pretrain.errors import ConfigError, DataError, Problems
+from mosaic_pretrain.folder_lock import FolderLock
 from mosaic_pretrain.glue.config import (
     PRETRAINED,
     DeviceChoice,
@@ -49,6 +50,7 @@ from mosaic_pretrain.glue.start import (
     prepare_starting_point,
     resolve_starting_point,
 )
+from mosaic_pretrain.train.folders import lock_rules
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +348,22 @@ def glue(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[SweepOutcome, dict, str]:
     """Run (or, with `report_only`, only report) a sweep: (outcome, report, printed table).
-    When `should_stop()` turns true, the jobs are stopped and SweepStopped is raised."""
+    When `should_stop()` turns true, the jobs are stopped and SweepStopped is raised. The output
+    folder is locked meanwhile: a second sweep into it is refused."""
+    with sweep_lock(config):
+        return _glue(config, report_only, should_stop)
+
+
+def sweep_lock(config: SweepConfig) -> FolderLock:
+    """The sweep's lock on its output folder (not taken yet)."""
+    folder = config.folder()
+    what, instead = f"output_folder {folder}", "choose another output_folder or run_name"
+    return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
+
+
+def _glue(
+    config: SweepConfig, report_only: bool, should_stop: Callable[[], bool] | None
+) -> tuple[SweepOutcome, dict, str]:
     if report_only:
         folder, jobs, _ = prepare_sweep(config)
         outcome = SweepOutcome(folder, jobs, skipped=sorted(finished_jobs(folder, jobs)))

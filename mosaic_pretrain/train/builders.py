@@ -76,7 +76,10 @@ def build_model(
 def _ensure_builtin_corpus(dataset: DatasetSection) -> None:
     local = Path(dataset.local)
     if not (local / MANIFEST).exists() or not (local / "train").exists():
-        convert(ConvertOptions(val_fraction=BUILTIN_VAL_FRACTION), local, progress=False)
+        # Waits for another run converting it (another rank, a run beside this one), then
+        # finds the splits complete.
+        options = ConvertOptions(val_fraction=BUILTIN_VAL_FRACTION)
+        convert(options, local, progress=False, wait_for_lock=True)
 
 
 def build_streams(dataset: DatasetSection) -> list[Stream] | None:

@@ -1,14 +1,18 @@
-"""Where a run's files go, the checks that it never writes over another run's, and what a run
-that ended early left there (for its one-line message)."""
+"""Where a run's files go, the checks that it never writes over another run's (its lock on the
+folder among them), and what a run that ended early left there (for its one-line message)."""
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.utils import dist
+from composer.utils import dist, get_device
 
 from mosaic_pretrain.config import PretrainConfig, to_yaml
-from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.config.schema import FolderLockSection
+from mosaic_pretrain.errors import ConfigError, FolderInUseError, MosaicPretrainError, first_line
+from mosaic_pretrain.folder_lock import FolderLock, LockRules
 from mosaic_pretrain.train.checkpoints import latest_link
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
 from mosaic_pretrain.train.summary import finished_with_export
@@ -25,6 +29,58 @@ def expand_folder(template: str, config: PretrainConfig) -> Path:
 def run_folder(config: PretrainConfig) -> Path:
     """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
     return expand_folder(config.save_folder or "runs/{run_name}", config)
+
+
+def lock_rules(section: FolderLockSection) -> LockRules:
+    """A recipe's `folder_lock` section as the lock's rules (a bad timeout: a ConfigError)."""
+    return LockRules(section.other_host_timeout_minutes, section.take_over)
+
+
+def run_folder_lock(config: PretrainConfig) -> FolderLock:
+    """The lock the run takes on its folder (not taken yet)."""
+    folder = run_folder(config)
+    if config.save_folder is None:
+        what, instead = f"run folder {folder}", "choose another run_name or a save_folder"
+    else:
+        what, instead = f"save_folder {folder}", "choose another save_folder"
+    return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
+
+
+@contextmanager
+def hold_run_folder(config: PretrainConfig) -> Iterator[None]:
+    """The run's lock on its folder, from before anything is written there until the run ends.
+
+    Rank 0 takes it for the run; the other ranks wait for its verdict and, when it was refused,
+    raise the same one-line error, so that no rank writes first and none is left waiting. The
+    process group is started here for that, with the device the Trainer picks (it finds it
+    ready)."""
+    lock = run_folder_lock(config)
+    if dist.get_world_size() == 1:
+        with lock:
+            yield
+        return
+    dist.initialize_dist(get_device(None))
+    verdict: list[str | None] = [None]
+    failed = None
+    if dist.get_global_rank() == 0:
+        try:
+            lock.acquire()
+        except Exception as error:  # every rank must hear of it, or the others wait forever
+            failed = error
+            verdict = [
+                str(error)
+                if isinstance(error, MosaicPretrainError)
+                else f"rank 0 could not lock {lock.what}: {first_line(error)}"
+            ]
+    dist.broadcast_object_list(verdict, src=0)
+    if failed is not None:
+        raise failed
+    if verdict[0] is not None:
+        raise FolderInUseError(verdict[0])
+    try:
+        yield
+    finally:
+        lock.release()  # on the other ranks: nothing to release
 
 
 def save_resolved_config(config: PretrainConfig) -> None:

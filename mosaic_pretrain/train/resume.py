@@ -31,7 +31,7 @@ RECORD = "RunRecord"
 FREE = (
     "run_name", "autoresume", "load_path", "save_folder", "save_interval",
     "save_num_checkpoints_to_keep", "save_overwrite", "export_folder", "export_with_code",
-    "progress_bar",
+    "progress_bar", "folder_lock",
     "log_to_console", "console_log_interval", "callbacks", "loggers", "eval_interval",
     "eval_subset_num_batches", "ablation",
     "device_eval_batch_size", "device_train_microbatch_size", "max_duration", "data_local",

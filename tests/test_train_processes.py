@@ -1,9 +1,11 @@
-"""Training as separate processes: through Composer's launcher on two CPU ranks (gloo), a run
-killed with SIGKILL then continued by autoresume, and the ranks' shared verdict when a NaN or a
-SIGTERM reaches only one of two ranks."""
+"""Training as separate processes: through Composer's launcher on two CPU ranks (gloo), runs
+killed with SIGKILL (at seeded moments: in a step, while a checkpoint is written, right after
+one, in an evaluation) then continued by autoresume, a second run refused a folder in use, and
+the ranks' shared verdict when a NaN or a SIGTERM reaches only one of two ranks."""
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mosaic_pretrain.folder_lock import LOCK_FILE
+from mosaic_pretrain.train.checkpoints import is_complete
 from mosaic_pretrain.train.export import load_composer_weights
 
 pytestmark = pytest.mark.slow  # end-to-end runs; `pytest -m 'not slow'` skips them
@@ -97,8 +101,8 @@ DIE_WHILE_SAVING = Path(__file__).resolve().parent / "die_while_saving.py"
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(corpus, tmp_path_factory):
-    """The final weights of the 6-batch run nothing interrupts."""
+def uninterrupted_folder(corpus, tmp_path_factory) -> Path:
+    """The save folder of the 6-batch run nothing interrupts (checkpoints at 2, 4 and 6)."""
     folder = tmp_path_factory.mktemp("full")
     subprocess.run(
         train_command(corpus, folder / "ckpt", *RESUMABLE),
@@ -107,7 +111,20 @@ def uninterrupted(corpus, tmp_path_factory):
         capture_output=True,
         timeout=600,
     )
-    return load_composer_weights(folder / "ckpt" / "ep0-ba6-rank0.pt")
+    return folder / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_folder):
+    """The final weights of the 6-batch run nothing interrupts."""
+    return load_composer_weights(uninterrupted_folder / "ep0-ba6-rank0.pt")
+
+
+def assert_same_weights(expected: dict, checkpoint: Path) -> None:
+    got = load_composer_weights(checkpoint)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{checkpoint}: {name}"
 
 
 def resume_and_compare(corpus, tmp_path, folder: Path, uninterrupted: dict) -> None:
@@ -118,10 +135,7 @@ def resume_and_compare(corpus, tmp_path, folder: Path, uninterrupted: dict) -> N
         capture_output=True,
         timeout=600,
     )
-    resumed = load_composer_weights(folder / "ep0-ba6-rank0.pt")
-    assert uninterrupted.keys() == resumed.keys()
-    for name in uninterrupted:
-        assert torch.equal(uninterrupted[name], resumed[name]), name
+    assert_same_weights(uninterrupted, folder / "ep0-ba6-rank0.pt")
 
 
 def test_autoresume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path, uninterrupted):
@@ -143,6 +157,129 @@ def test_autoresume_after_sigkill_matches_an_uninterrupted_run(corpus, tmp_path,
     process.wait()
     assert not (killed / "ep0-ba6-rank0.pt").exists()
     resume_and_compare(corpus, tmp_path, killed, uninterrupted)
+
+
+STOP_AT_MOMENT = Path(__file__).resolve().parent / "stop_at_moment.py"
+
+
+def start_until(moment: str, corpus, folder: Path, tmp_path: Path):
+    """A training process held at `moment` (tests/stop_at_moment.py): python itself, no shell
+    between, so a signal to it reaches the run. Returns the process, its signal file, its log."""
+    index = len(list(tmp_path.glob("moment-*.log")))
+    signal_file, log = tmp_path / f"moment-{index}", tmp_path / f"moment-{index}.log"
+    command = [sys.executable, str(STOP_AT_MOMENT), moment, str(signal_file), "--"]
+    command += train_command(corpus, folder, *RESUMABLE)[3:]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not signal_file.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"ended before {moment}: {log.read_text()[-3000:]}")
+        assert time.monotonic() < deadline, f"{moment} not reached in 300 s"
+        time.sleep(0.05)
+    assert int(signal_file.read_text()) == process.pid  # the process held is the one started
+    return process, signal_file, log
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL, then make sure it is gone (reaped) before anything starts again."""
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+
+
+KILL_SEED = int(os.environ.get("KILL_SEED", "22"))  # another seed: KILL_SEED=N pytest ...
+STEP_EVENTS = ("after_forward", "after_backward", "after_train_batch")
+EVAL_BATCHES = 3  # the 178 validation rows in batches of 64
+
+
+def kill_moments(seed: int) -> list[str]:
+    """One moment of each kind (see tests/stop_at_moment.py), drawn in the order a run meets
+    them, each after the checkpoint the run killed at the previous one continues from."""
+    draw = random.Random(seed)
+    step = draw.randint(1, 3)
+    write = draw.choice([batch for batch in (2, 4) if batch >= step])
+    after = draw.choice([batch for batch in (2, 4) if batch >= write])
+    return [
+        f"step:{step}:{draw.choice(STEP_EVENTS)}",
+        f"write:{write}:{draw.uniform(0.05, 0.95):.2f}",
+        f"after_checkpoint:{after}",
+        f"eval:6:{draw.randrange(EVAL_BATCHES)}",
+    ]
+
+
+def test_sigkill_at_seeded_moments_then_autoresume_gives_the_uninterrupted_weights(
+    corpus, tmp_path, uninterrupted_folder
+):
+    folder = tmp_path / "ckpt"
+    moments = kill_moments(KILL_SEED)
+    killed = None
+    for moment in moments:
+        process, _, log = start_until(moment, corpus, folder, tmp_path)
+        if killed is not None:  # the kill left its lock behind: taken over, with a warning
+            assert f"took over the lock of pid {killed} on host" in log.read_text(), moment
+        kind, batch = moment.split(":")[:2]
+        if kind == "write":
+            assert not is_complete(folder / f"ep0-ba{batch}-rank0.pt")
+        if kind == "after_checkpoint":
+            assert os.readlink(folder / "latest-rank0.pt") == f"ep0-ba{batch}-rank0.pt"
+        kill(process)
+        assert json.loads((folder / LOCK_FILE).read_text())["pid"] == process.pid
+        killed = process.pid
+    done = subprocess.run(
+        train_command(corpus, folder, *RESUMABLE),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"took over the lock of pid {killed} on host" in done.stderr
+    assert not (folder / LOCK_FILE).exists()
+    for batch in (2, 4, 6):  # every checkpoint, rewritten or not, is the uninterrupted run's
+        name = f"ep0-ba{batch}-rank0.pt"
+        assert_same_weights(load_composer_weights(uninterrupted_folder / name), folder / name)
+
+
+def folder_state(folder: Path) -> dict:
+    """Each entry's size and modification time; the lock's record (its time moves: refreshed)."""
+    return {
+        path.name: path.read_text() if path.name == LOCK_FILE else
+        (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in folder.iterdir()
+    }  # fmt: skip
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_the_first_finishes_as_alone(
+    corpus, tmp_path, uninterrupted
+):
+    folder = tmp_path / "ckpt"
+    first, signal_file, log = start_until("after_checkpoint:2", corpus, folder, tmp_path)
+    before = folder_state(folder)
+    started = time.monotonic()
+    second = subprocess.run(
+        train_command(corpus, folder, *RESUMABLE),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(f"refused after {time.monotonic() - started:.1f} s")
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "Traceback" not in second.stderr and second.stdout == ""
+    [line] = [line for line in second.stderr.splitlines() if "error" in line]
+    assert line.startswith(
+        f"mosaic-pretrain train: error: save_folder {folder} is in use by another run: "
+        f"pid {first.pid} on host {socket.gethostname()} "
+    )
+    assert line.endswith("; wait for it to end, or choose another save_folder")
+    assert folder_state(folder) == before  # nothing of the first run touched
+    Path(f"{signal_file}.go").touch()
+    assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert "took over" not in log.read_text()
+    assert not (folder / LOCK_FILE).exists()
+    assert_same_weights(uninterrupted, folder / "ep0-ba6-rank0.pt")
 
 
 def die_while_saving(corpus, tmp_path, folder: Path, mode: str) -> subprocess.CompletedProcess:
@@ -179,8 +316,6 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(corpus, tmp_path
 def test_a_stop_signal_saves_a_checkpoint_exits_cleanly_and_autoresume_continues(
     corpus, tmp_path, stop_signal
 ):
-    from mosaic_pretrain.train.checkpoints import is_complete
-
     folder = tmp_path / "ckpt"
     common = [
         "eval_interval=1000ba",
@@ -289,8 +424,6 @@ def test_a_nan_on_one_rank_stops_both_at_the_same_batch(corpus, tmp_path):
 
 
 def test_sigterm_to_one_rank_stops_both_after_the_same_batch_with_a_checkpoint(corpus, tmp_path):
-    from mosaic_pretrain.train.checkpoints import is_complete
-
     folder = tmp_path / "ckpt"
     command = train_command(
         corpus, folder, "max_duration=500ba", "save_interval=1000ba", *TWO_RANKS

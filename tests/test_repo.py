@@ -63,6 +63,7 @@ LAYERS = {
     "mosaic_pretrain": 0,  # the package's __init__ (its version)
     "errors": 0,
     "device_info": 0,
+    "ranges": 1,  # each field's valid values, read by the recipe, sweep and convert checks
     "model": 1,
     "smoke": 2,
     "config": 2,

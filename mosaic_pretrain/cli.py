@@ -614,6 +614,21 @@ def _lock_problems(make_lock, config) -> list[str]:
     return problems.found + ([problem] if problem else [])
 
 
+def _warnings(path: str, overrides: list[str], world_size: int) -> list[str]:
+    """What a recipe or sweep sets legally but surprisingly (empty where it does not load: its
+    problems say why)."""
+    from mosaic_pretrain.config import load_config
+    from mosaic_pretrain.config.load import recipe_warnings
+    from mosaic_pretrain.glue.config import load_sweep, sweep_warnings
+
+    try:
+        if _is_sweep(path):
+            return sweep_warnings(load_sweep(path, overrides))
+        return recipe_warnings(load_config(path, overrides, world_size))
+    except MosaicPretrainError:
+        return []
+
+
 def check_file(
     path: str | Path, overrides: list[str] = (), world_size: int = 1, verify_hashes: bool = False
 ) -> list[str]:
@@ -677,6 +692,8 @@ def _run_check(args: argparse.Namespace) -> None:
             args.recipe, args.overrides, dist.get_world_size(), verify_hashes=args.verify_hashes
         )
     problems += [line for line in unestimated if line.split(": ", 1)[1] not in problems]
+    for warning in _warnings(args.recipe, args.overrides, dist.get_world_size()):
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)

@@ -60,11 +60,16 @@ def test_recipe_errors_are_one_line_each(data, tmp_path, capsys):
     [wrong_type] = problems(data, tmp_path, "max_seq_len=long")
     assert "max_seq_len" in wrong_type
     both = problems(data, tmp_path, "optimizer.lr=-1", "mlm_probability=2")
-    assert sorted(both) == ["mlm_probability must be in (0, 1)", "optimizer.lr must be positive"]
+    assert sorted(both) == [
+        "mlm_probability=2 is out of range: it must be in (0, 1)",
+        "optimizer.lr=-1 is out of range: it must be in (0, 1] (an Adam step moves each weight "
+        "by about lr)",
+    ]
     assert main(["check", str(SMOKE), *recipe(data, tmp_path, "optimizer.lr=-1")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "problem: optimizer.lr must be positive",
+        "problem: optimizer.lr=-1 is out of range: it must be in (0, 1] (an Adam step moves "
+        "each weight by about lr)",
         f"mosaic-pretrain check: error: 1 problem(s) in {SMOKE}",
     ]
 
@@ -241,3 +246,16 @@ def test_a_precision_or_backend_this_device_cannot_run_is_one_line_each(
         data, tmp_path, "precision=fp32", "model.model_config.attention_backend=flash_attn"
     )
     assert "needs precision amp_bf16 or amp_fp16" in fp32_flash
+
+
+def test_a_surprising_value_is_a_warning_and_the_check_still_passes(data, tmp_path, capsys):
+    overrides = recipe(data, tmp_path, "save_num_checkpoints_to_keep=0", "eval_interval=90ba")
+    assert main(["check", str(SMOKE), *overrides]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "warning: save_num_checkpoints_to_keep=0: no checkpoint is kept in save_folder, so the "
+        "run cannot be continued",
+        "warning: eval_interval=90ba is longer than max_duration=60ba: the model is evaluated "
+        "only at the end of training",
+    ]
+    assert "no problems found" in captured.out

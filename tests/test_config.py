@@ -73,8 +73,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
         ),
         (["max_duration=10 batches"], "max_duration: '10 batches' is not a time"),
         (["device_train_microbatch_size=half"], "device_train_microbatch_size='half': a positive"),
-        (["mlm_probability=1.2"], "mlm_probability must be in (0, 1)"),
-        (["optimizer.betas=[0.9]"], "optimizer.betas must be two numbers"),
+        (["mlm_probability=1.2"], "mlm_probability=1.2 is out of range: it must be in (0, 1)"),
+        (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] must be 2 numbers, each in [0, 1)"),
         (
             ["model.model_config.hidden_size=100"],
             "model.model_config: hidden_size=100 is not divisible by num_attention_heads=12",
@@ -91,7 +91,7 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
         ),
         (
             ["callbacks.gate_range_monitor.batch_log_interval=0"],
-            "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
+            "callbacks.gate_range_monitor.batch_log_interval=0 is out of range: it must be in [1,",
         ),
         (["autoresume=true", "save_folder=null"], "autoresume: true needs a save_folder"),
         (["nokey"], "override 'nokey' is not key=value"),
@@ -153,3 +153,84 @@ def test_recipes_build_the_models_they_name(bert_tokenizer):
     )
     assert type(baseline).__name__ == "BertForMaskedLM"
     assert sum(p.numel() for p in baseline.parameters()) == 109_518_912
+
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "pretrain" / "smoke.yaml"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["optimizer.betas={}"],
+            "optimizer.betas: a mapping where the recipe expects a list; write a list ([a, b])",
+        ),
+        (
+            ["optimizer=[1]"],
+            "optimizer: a list where the recipe expects a mapping; write a mapping ({key: value})",
+        ),
+        (["callbacks.glue_sweep.gpus={a: 1}"], "callbacks.glue_sweep.gpus: a mapping where"),
+        (["train_loader.dataset.streams.x=[1]"], "train_loader.dataset.streams.x: a list where"),
+        (["seed=-1"], "seed=-1 is out of range: it must be in [0, 4,294,967,295] (numpy's seeds)"),
+        (
+            ["callbacks.speed_monitor.window_size=0"],
+            "callbacks.speed_monitor.window_size=0 is out of range: it must be in [1, ",
+        ),
+        (["optimizer.lr=.inf"], "optimizer.lr=inf: a number must be finite"),
+        (["optimizer.lr=1e30"], "optimizer.lr=1e+30 is out of range: it must be in (0, 1]"),
+        (["optimizer.eps=.nan"], "optimizer.eps=nan: a number must be finite"),
+        (["optimizer.weight_decay=1"], "optimizer.weight_decay=1 is out of range"),
+        (["max_duration=0ba"], "max_duration=0ba is zero: it must be a whole number above 0"),
+        (["eval_interval=-1ba"], "eval_interval: '-1ba' is not a time"),
+        (["save_interval=0sp"], "save_interval=0sp is zero"),
+        (["console_log_interval=0ba"], "console_log_interval=0ba is zero"),
+        (["max_duration=99999999999999999999ba"], "max_duration=99999999999999999999ba is out of"),
+        (["max_seq_len=2147483648"], "max_seq_len=2,147,483,648 (2^31) is out of range"),
+        (["global_train_batch_size=2147483648"], "global_train_batch_size=2,147,483,648 (2^31)"),
+        (["train_loader.num_workers=2147483648"], "train_loader.num_workers=2,147,483,648"),
+        (
+            [
+                "max_seq_len=65536",
+                "device_train_microbatch_size=32768",
+                "global_train_batch_size=32768",
+            ],
+            "device_train_microbatch_size=32768 rows x max_seq_len=65536 is 2,147,483,648 token "
+            "slots, past the 2,147,483,647",
+        ),
+        (["save_folder=runs/{name}"], "save_folder='runs/{name}': {name} is not known"),
+        (["export_folder=runs/{"], "export_folder='runs/{': Single '{'"),
+        (['run_name=" "'], "run_name is empty"),
+        (['data_local="a\\0b"'], "data_local='a\\x00b' holds a control character"),
+        (["load_path=" + "x" * 300], "is too long for a path: it must be a path of at most"),
+    ],
+)
+def test_out_of_range_values_are_refused_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(SMOKE, overrides)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_legal_but_surprising_values_are_warnings_not_errors():
+    from mosaic_pretrain.config.load import recipe_warnings
+
+    assert recipe_warnings(load_config(SMOKE)) == []
+    config = load_config(
+        SMOKE,
+        ["save_num_checkpoints_to_keep=0", "eval_interval=100ba", "save_interval=2ep",
+         "optimizer.lr=0.5"],
+    )  # fmt: skip
+    assert recipe_warnings(config) == [
+        "save_num_checkpoints_to_keep=0: no checkpoint is kept in save_folder, so the run cannot "
+        "be continued",
+        "optimizer.lr=0.5: far above any BERT recipe's peak (MosaicBERT: 5e-4); expect divergence",
+        "eval_interval=100ba is longer than max_duration=60ba: the model is evaluated only at the "
+        "end of training",
+    ]  # save_interval in ep: its length is known only once the data is read
+    sample_interval = load_config(SMOKE, ["save_interval=64sp"])  # 2 batches of 32: shorter
+    assert recipe_warnings(sample_interval) == []
+    longer = load_config(SMOKE, ["save_interval=1921sp"])  # 60 batches of 32 = 1920 samples
+    assert recipe_warnings(longer) == [
+        "save_interval=1921sp is longer than max_duration=60ba: the only checkpoint is the one "
+        "at the end"
+    ]

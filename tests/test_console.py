@@ -221,7 +221,7 @@ def test_console_log_interval_must_be_batches():
     from mosaic_pretrain.config import load_config
     from mosaic_pretrain.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"console_log_interval=1ep: .* write it in ba"):
+    with pytest.raises(ConfigError, match=r"console_log_interval=1ep: write it in ba"):
         load_config(SMOKE, ["console_log_interval=1ep"])
 
 

@@ -183,7 +183,9 @@ def test_empty_documents_can_be_skipped(tmp_path):
 def test_missing_source_and_bad_options(tmp_path):
     with pytest.raises(DataError, match=r"no such file or directory \(for a Hugging Face"):
         convert(ConvertOptions(sources=(str(tmp_path / "nope"),)), tmp_path / "out", **QUIET)
-    with pytest.raises(ConfigError, match="--val-fraction must be in"):
+    with pytest.raises(
+        ConfigError, match=r"--val-fraction=1.5 is out of range: it must be in \[0, 1\)"
+    ):
         convert(ConvertOptions(val_fraction=1.5), tmp_path / "out", **QUIET)
     with pytest.raises(ConfigError, match="size '64 parsecs' is not understood"):
         parse_size("64 parsecs")

@@ -66,7 +66,7 @@ def test_defaults_are_the_published_settings_and_overrides_apply(tmp_path):
         (["task_settings.sst2.seeds=[]"], r"task_settings.sst2.seeds must list at least one"),
         (["task_settings.sst2.eval_interval=often"], r"eval_interval: 'often' is not a time"),
         (["score_policy=median"], r"score_policy"),
-        (["parallel.workers=0"], r"parallel.workers must be positive"),
+        (["parallel.workers=0"], r"parallel.workers=0 is out of range: it must be in \[1, 256\]"),
         (["custom_tasks.vader.metrics=[accuracy]"], r"'accuracy' does not apply to regression"),
         (["custom_tasks.sst2={text_columns: [a], label_column: b}"], r"sst2 is a GLUE task"),
         (["tasks=[sst2"], r"overrides: a value is not valid YAML"),

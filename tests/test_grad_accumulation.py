@@ -140,3 +140,21 @@ def test_two_ranks_give_the_gradient_of_the_global_batch(paragraphs, tmp_path):
     expected = whole_batch_gradients(overrides, ranks[0]["weights"], batch)
     for recorded in ranks:
         assert_same_gradients(recorded["gradients"], expected)
+
+
+def test_a_microbatch_without_masked_tokens_weighs_almost_nothing_but_not_zero():
+    """Composer divides by the summed weights: a batch with no masked token (a tiny
+    mlm_probability) must not make it divide by 0, nor change the other microbatches' shares."""
+    from mosaic_pretrain.train.microbatches import NO_MASKED_TOKENS
+
+    mask = torch.ones(2, 6, dtype=torch.long)
+    unmasked = {"attention_mask": mask, "labels": torch.full((2, 6), -100)}
+    counted = count_tokens(with_layout(unmasked))
+    assert counted == {"total": 12, "loss_generating": NO_MASKED_TOKENS}
+    assert count_tokens(unmasked) == counted
+    labels = unmasked["labels"].clone()
+    labels[0, 2] = 7
+    one = {"attention_mask": mask, "labels": labels}
+    assert count_tokens(with_layout(one))["loss_generating"] == 1
+    share = torch.tensor(1 / (1 + NO_MASKED_TOKENS), dtype=torch.float32)
+    assert share.item() == 1.0  # the masked microbatch's weight, as a float32 loss scale

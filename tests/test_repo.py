@@ -64,6 +64,7 @@ LAYERS = {
     "errors": 0,
     "device_info": 0,
     "folder_lock": 1,  # one run per folder: every command that writes a folder takes it
+    "ranges": 1,  # each field's valid values, read by the recipe, sweep and convert checks
     "model": 1,
     "smoke": 2,
     "config": 2,

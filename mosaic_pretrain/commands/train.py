@@ -12,6 +12,7 @@ from mosaic_pretrain.callbacks.run_record import code_version
 from mosaic_pretrain.commands.check import check_recipe
 from mosaic_pretrain.commands.report import closing_summary, run_header
 from mosaic_pretrain.config import PretrainConfig, to_yaml
+from mosaic_pretrain.config.load import recipe_warnings
 from mosaic_pretrain.errors import CheckpointError, ConfigError, RunStopped
 from mosaic_pretrain.glue.pretraining_points import GlueSweeps, build_glue_sweeps
 from mosaic_pretrain.train.checkpoints import repair_checkpoint_folder
@@ -60,6 +61,9 @@ def _train(config: PretrainConfig) -> Trainer:
     problems = check_recipe(config)  # everything `mosaic-pretrain check` finds
     if problems:
         raise ConfigError("; ".join(problems), problems)
+    if dist.get_global_rank() == 0:
+        for warning in recipe_warnings(config):  # legal, but worth a look before compute is spent
+            logger.warning(warning)
     # Seeded before anything is built: the model's initial weights come from these RNGs, and
     # the Trainer seeds them only once it is constructed, after the model exists.
     reproducibility.seed_all(config.seed)

@@ -5,8 +5,9 @@ key or an impossible combination becomes one `ConfigError` line naming the dotte
 anything is built.
 """
 
-import re
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -19,32 +20,15 @@ from omegaconf.errors import (
 )
 
 from mosaic_pretrain.config.schema import PretrainConfig
-from mosaic_pretrain.errors import ConfigError
-
-TIME_UNITS = ("ba", "sp", "tok", "ep")
-_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ba|sp|tok|ep|dur)\s*$")
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A Composer time string, parsed: `3500ba` -> Duration(3500, "ba")."""
-
-    value: float
-    unit: str
-
-
-def parse_time(key: str, text: str, allow_fraction_of_run: bool = False) -> Duration:
-    match = _TIME.match(str(text))
-    units = (*TIME_UNITS, "dur") if allow_fraction_of_run else TIME_UNITS
-    if not match or match.group(2) not in units:
-        raise ConfigError(
-            f"{key}: {text!r} is not a time; write a number and one of {', '.join(units)} "
-            "(e.g. 2000ba)"
-        )
-    value, unit = float(match.group(1)), match.group(2)
-    if unit != "dur" and not value.is_integer():
-        raise ConfigError(f"{key}: {text!r} must be a whole number of {unit}")
-    return Duration(value, unit)
+from mosaic_pretrain.errors import ConfigError, first_line
+from mosaic_pretrain.ranges import (
+    Duration,
+    name_problems,
+    parse_time,
+    range_problems,
+    range_warnings,
+    template_problems,
+)
 
 
 def _describe(error: OmegaConfBaseException) -> str:
@@ -93,13 +77,94 @@ def _parse_overrides(overrides: list[str]):
 def load_structured(schema: type, path: str | Path, overrides: list[str] = ()):
     """The YAML file at `path` with `overrides`, merged into the dataclass `schema` at every
     depth: unknown keys, wrong types and missing required keys are one-line `ConfigError`s."""
+    structured = OmegaConf.structured(schema)
+    layers = [_load_yaml(Path(path)), _parse_overrides(list(overrides))]
     try:
-        merged = OmegaConf.merge(
-            OmegaConf.structured(schema), _load_yaml(Path(path)), _parse_overrides(list(overrides))
-        )
+        merged = OmegaConf.merge(structured, *layers)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:  # unknown key, wrong type, missing value, ...
-        raise ConfigError(_describe(error)) from None
+        if getattr(error, "full_key", None):
+            raise ConfigError(_describe(error)) from None
+        raise ConfigError(_container_clash(schema, layers, error)) from None
+    except TypeError as error:  # omegaconf's own: a mapping merged into a list, or the reverse
+        raise ConfigError(_container_clash(schema, layers, error)) from None
+
+
+def _container_clash(schema: type, layers, error: Exception) -> str:
+    """Which key holds a mapping where the schema has a list or a value (or the reverse):
+    omegaconf's TypeError does not say."""
+    for layer in layers:
+        found = _first_clash(schema, layer, "")
+        if found is not None:
+            key, expected, given = found
+            example = {"a list": "[a, b]", "a mapping": "{key: value}"}.get(expected, "")
+            write = f"; write {expected} ({example})" if example else f"; write {expected}"
+            return f"{key}: {given} where the recipe expects {expected}{write}"
+    return f"a mapping, a list and a value are mixed up in the recipe ({first_line(error)})"
+
+
+def _kind(annotation) -> tuple[str, object]:
+    """What a schema annotation holds: a mapping (with the dataclass of its sections, or of
+    its values for dict[str, X]), a list, or a single value."""
+    if is_dataclass(annotation):
+        return "a mapping", annotation
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return "a list", None
+    if origin is dict:
+        values = typing.get_args(annotation)[1:]
+        return "a mapping", ("each", values[0] if values and is_dataclass(values[0]) else None)
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(arguments) == 1:
+        return _kind(arguments[0])
+    return "a value", None
+
+
+def _node_kind(node) -> str:
+    return (
+        "a mapping"
+        if OmegaConf.is_dict(node)
+        else "a list"
+        if OmegaConf.is_list(node)
+        else "a value"
+    )
+
+
+def _first_clash(schema: type, given, prefix: str) -> tuple[str, str, str] | None:
+    """(dotted key, what the schema expects, what is given) of the first container mismatch
+    in one layer of the recipe (the YAML file, or the overrides)."""
+    if not OmegaConf.is_dict(given) or given._is_none():
+        return None
+    annotations = {item.name: item.type for item in fields(schema)}
+    for key in given:
+        if key not in annotations:
+            continue  # omegaconf names an unknown key itself
+        expected, inner = _kind(annotations[key])
+        node, dotted = given._get_node(key), f"{prefix}{key}"
+        have = _node_kind(node)
+        if node._is_none() or have == expected or (expected == "a value" and have != "a list"):
+            found = None
+            if have == "a mapping" and is_dataclass(inner):
+                found = _first_clash(inner, node, f"{dotted}.")
+            elif have == "a mapping" and isinstance(inner, tuple) and inner[1] is not None:
+                found = _first_section_clash(inner[1], node, dotted)
+            if found is not None:
+                return found
+            continue
+        return dotted, expected, have
+    return None
+
+
+def _first_section_clash(section: type, mapping, prefix: str) -> tuple[str, str, str] | None:
+    """The same in a mapping of named sections (a dataset's streams)."""
+    for name in mapping:
+        node = mapping._get_node(name)
+        if not node._is_none() and _node_kind(node) != "a mapping":
+            return f"{prefix}.{name}", "a mapping", _node_kind(node)
+        found = _first_clash(section, node, f"{prefix}.{name}.")
+        if found is not None:
+            return found
+    return None
 
 
 def load_config(path: str | Path, overrides: list[str] = (), world_size: int = 1) -> PretrainConfig:
@@ -110,28 +175,25 @@ def load_config(path: str | Path, overrides: list[str] = (), world_size: int = 1
 
 
 def validate(config: PretrainConfig, world_size: int = 1) -> None:
-    """Cross-key checks the types cannot express; every problem found, in one line."""
-    problems = []
+    """Each field within its valid values (the schema's `ranged` rules), then the cross-key
+    checks the types cannot express; every problem found, in one line."""
+    problems = range_problems(config) + name_problems("run_name", config.run_name)
+    for key in ("save_folder", "export_folder"):
+        problems += template_problems(key, getattr(config, key))
+    if config.ablation is not None:
+        problems += template_problems("ablation.output_folder", config.ablation.output_folder)
 
     def check(condition: bool, message: str) -> None:
         if not condition:
             problems.append(message)
 
-    try:
+    try:  # a time that does not parse is reported with the field ranges
         duration = parse_time("max_duration", config.max_duration)
-        for key in ("eval_interval", "save_interval", "console_log_interval"):
-            parse_time(key, getattr(config, key))
         warmup = parse_time(
             "scheduler.t_warmup", config.scheduler.t_warmup, allow_fraction_of_run=True
         )
-    except ConfigError as error:
-        problems.append(str(error))
+    except ConfigError:
         duration = warmup = None
-    check(
-        config.console_log_interval.endswith("ba"),
-        f"console_log_interval={config.console_log_interval}: the console logs every N batches; "
-        "write it in ba, e.g. 10ba",
-    )
     if duration is not None and warmup is not None:
         check(
             _warmup_fits(warmup, duration, config.global_train_batch_size),
@@ -145,9 +207,6 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
             microbatch == "auto",
             f"device_train_microbatch_size={microbatch!r}: a positive integer or auto",
         )
-    else:
-        check(microbatch > 0, "device_train_microbatch_size must be positive")
-    check(config.global_train_batch_size > 0, "global_train_batch_size must be positive")
     if config.global_train_batch_size > 0 and isinstance(microbatch, int) and microbatch > 0:
         per_device, remainder = divmod(config.global_train_batch_size, world_size)
         check(
@@ -155,21 +214,7 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
             f"global_train_batch_size={config.global_train_batch_size} is not divisible by "
             f"world size {world_size} x device_train_microbatch_size={microbatch}",
         )
-    check(config.device_eval_batch_size > 0, "device_eval_batch_size must be positive")
-    check(0.0 < config.mlm_probability < 1.0, "mlm_probability must be in (0, 1)")
-    check(config.max_seq_len > 2, "max_seq_len must be at least 3 (two special tokens + text)")
-    check(config.optimizer.lr > 0, "optimizer.lr must be positive")
-    check(
-        len(config.optimizer.betas) == 2 and all(0 <= b < 1 for b in config.optimizer.betas),
-        f"optimizer.betas must be two numbers in [0, 1), got {config.optimizer.betas}",
-    )
-    check(config.optimizer.eps > 0, "optimizer.eps must be positive")
-    check(config.optimizer.weight_decay >= 0, "optimizer.weight_decay must not be negative")
-    check(0.0 <= config.scheduler.alpha_f <= 1.0, "scheduler.alpha_f must be in [0, 1]")
-    check(
-        config.save_num_checkpoints_to_keep == -1 or config.save_num_checkpoints_to_keep > 0,
-        "save_num_checkpoints_to_keep must be positive, or -1 to keep all",
-    )
+    problems += _token_index_problems(config, world_size)
     check(
         not config.autoresume or config.save_folder,
         "autoresume: true needs a save_folder to find checkpoints in",
@@ -177,18 +222,12 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     for name in ("train_loader", "eval_loader"):
         loader = getattr(config, name)
         if loader is not None:
-            check(loader.num_workers >= 0, f"{name}.num_workers must not be negative")
             check(
                 not (loader.dataset.packing and config.model.name.value == "hf_bert"),
                 f"{name}.dataset.packing needs model.name=mosaic_bert (BERT's attention "
                 "would let packed documents see each other)",
             )
             problems += _stream_problems(name, loader.dataset)
-            probability = loader.dataset.mlm_probability
-            check(
-                probability is None or 0.0 < probability < 1.0,
-                f"{name}.dataset.mlm_probability must be in (0, 1)",
-            )
     top_level = set(vars(config))
     for key in config.resume_allow_changes:
         check(
@@ -196,21 +235,6 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
             f"resume_allow_changes: {key!r} is not a recipe key (write dotted keys, e.g. "
             "optimizer.lr)",
         )
-    guard = config.loss_guard
-    check(
-        guard.spike_factor is None or guard.spike_factor > 1.0,
-        "loss_guard.spike_factor must be above 1 (e.g. 3.0), or null to turn spikes off",
-    )
-    check(guard.window >= 1, "loss_guard.window must be at least 1")
-    check(guard.max_skipped_batches >= 0, "loss_guard.max_skipped_batches must not be negative")
-    check(
-        config.eval_subset_num_batches == -1 or config.eval_subset_num_batches > 0,
-        "eval_subset_num_batches must be positive, or -1 for the whole eval set",
-    )
-    check(
-        config.callbacks.gate_range_monitor.batch_log_interval >= 1,
-        "callbacks.gate_range_monitor.batch_log_interval must be at least 1",
-    )
     check(
         not (config.export_with_code and config.model.name.value == "hf_bert"),
         "export_with_code applies to mosaic_bert only (transformers loads hf_bert's BERT export "
@@ -222,6 +246,66 @@ def validate(config: PretrainConfig, world_size: int = 1) -> None:
     problems += _glue_sweep_problems(config, world_size)
     if problems:
         raise ConfigError("; ".join(problems), problems)
+
+
+# The unpadding and attention kernels index a microbatch's tokens with int32 offsets.
+INT32_TOKENS = 2**31 - 1
+
+
+def _token_index_problems(config: PretrainConfig, world_size: int) -> list[str]:
+    """A microbatch's token slots (rows x max_seq_len) must be countable in int32."""
+    lengths = [config.max_seq_len] + [
+        loader.dataset.max_seq_len
+        for loader in (config.train_loader, config.eval_loader)
+        if loader is not None and loader.dataset.max_seq_len is not None
+    ]
+    microbatch = config.device_train_microbatch_size
+    rows = {
+        "device_train_microbatch_size": (
+            microbatch
+            if isinstance(microbatch, int)
+            else max(1, config.global_train_batch_size // max(1, world_size))
+        ),
+        "device_eval_batch_size": config.device_eval_batch_size,
+    }
+    return [
+        f"{key}={count} rows x max_seq_len={max(lengths)} is {count * max(lengths):,} token "
+        f"slots, past the {INT32_TOKENS:,} the attention kernels can index (int32); use "
+        "smaller microbatches"
+        for key, count in rows.items()
+        if count * max(lengths) > INT32_TOKENS
+    ]
+
+
+def recipe_warnings(config: PretrainConfig) -> list[str]:
+    """Legal values a user would want to hear about before compute is spent: a field's
+    surprising value (0 checkpoints kept, a learning rate far above any recipe's), and an
+    interval longer than the whole run."""
+    warnings = range_warnings(config)
+    try:
+        duration = parse_time("max_duration", config.max_duration)
+    except ConfigError:
+        return warnings
+    intervals = {
+        "eval_interval": (
+            "the model is evaluated only at the end of training",
+            config.eval_loader is not None,
+        ),
+        "save_interval": ("the only checkpoint is the one at the end", config.save_folder),
+        "console_log_interval": ("no progress line is printed before the end", True),
+    }
+    for key, (consequence, applies) in intervals.items():
+        try:
+            interval = parse_time(key, getattr(config, key))
+        except ConfigError:
+            continue
+        share = run_share(interval, duration, config.global_train_batch_size)
+        if applies and share is not None and share > 1.0:
+            warnings.append(
+                f"{key}={getattr(config, key)} is longer than max_duration={config.max_duration}: "
+                f"{consequence}"
+            )
+    return warnings
 
 
 def _warmup_fits(warmup: Duration, duration: Duration, global_batch: int) -> bool:
@@ -254,9 +338,6 @@ def _stream_problems(name: str, dataset) -> list[str]:
         given = [k for k in ("proportion", "repeat", "choose") if getattr(stream, k) is not None]
         if len(given) > 1:
             problems.append(f"{where}: set one of proportion, repeat and choose, not {given}")
-        for weight in given:
-            if getattr(stream, weight) <= 0:
-                problems.append(f"{where}.{weight} must be positive")
     relative = [name for name, stream in dataset.streams.items() if stream.proportion is not None]
     if relative and len(relative) != len(dataset.streams):
         others = sorted(set(dataset.streams) - set(relative))
@@ -413,10 +494,6 @@ def _model_problems(config: PretrainConfig) -> list[str]:
     return []
 
 
-# Units a GLUE point interval may use: points are taken at batch ends.
-GLUE_POINT_UNITS = ("ba", "sp", "tok")
-
-
 def _glue_sweep_problems(config: PretrainConfig, world_size: int) -> list[str]:
     """The callbacks.glue_sweep keys alone; the sweep file and the GPUs are checked by
     `mosaic-pretrain check` (and before training)."""
@@ -425,24 +502,9 @@ def _glue_sweep_problems(config: PretrainConfig, world_size: int) -> list[str]:
         return []
     key = "callbacks.glue_sweep"
     problems = []
-    if section.interval is not None:
-        try:
-            interval = parse_time(f"{key}.interval", section.interval)
-        except ConfigError as error:
-            problems.append(str(error))
-        else:
-            if interval.unit not in GLUE_POINT_UNITS or interval.value <= 0:
-                problems.append(
-                    f"{key}.interval={section.interval!r}: write a positive number of "
-                    f"{', '.join(GLUE_POINT_UNITS)} (points are taken at batch ends)"
-                )
-    elif not section.at_end:
+    if section.interval is None and not section.at_end:  # its units: the field ranges
         problems.append(f"{key}: set interval (e.g. 2000ba) or at_end: true, or no point is taken")
-    if section.retries < 0:
-        problems.append(f"{key}.retries must not be negative")
-    if section.gpu_hour_price is not None and section.gpu_hour_price < 0:
-        problems.append(f"{key}.gpu_hour_price must not be negative (or null: no cost)")
-    if any(gpu < 0 for gpu in section.gpus) or len(set(section.gpus)) != len(section.gpus):
+    if len(set(section.gpus)) != len(section.gpus):
         problems.append(f"{key}.gpus={section.gpus}: list distinct GPU ids (0, 1, ...)")
     if world_size > 1 and (section.wait_for_sweeps or not section.gpus):
         problems.append(

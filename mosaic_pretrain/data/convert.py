@@ -39,6 +39,7 @@ from mosaic_pretrain.data.sources import (
 from mosaic_pretrain.data.tokenizer import DEFAULT_CORPUS, load_tokenizer, tokenizer_fingerprint
 from mosaic_pretrain.errors import ConfigError, DataError
 from mosaic_pretrain.folder_lock import FolderLock, LockRules
+from mosaic_pretrain.ranges import SEED, Range, range_problems, ranged
 
 MANIFEST = "conversion.json"
 OUTPUT_FORMATS = ("text", "tokens")
@@ -78,18 +79,19 @@ class ConvertOptions:
     sources: tuple[str, ...] = (str(DEFAULT_CORPUS),)
     output_format: str = "text"
     tokenizer_name: str = "bert-base-uncased"
-    val_fraction: float = 0.0
+    val_fraction: float = ranged(0.0, Range(0, 1, high_open=True))
     val_sources: tuple[str, ...] = ()
     hf_config: str | None = None
     hf_splits: tuple[tuple[str, str], ...] = (("train", "train"), ("val", "validation"))
-    max_documents: int | None = None
-    seed: int = 17
+    max_documents: int | None = ranged(None, Range(1, 2**53))
+    seed: int = ranged(17, SEED)
     compression: str = "zstd"
-    shard_size_bytes: int = 1 << 26
+    # streaming downloads and caches whole shards; its default is 64 MiB
+    shard_size_bytes: int = ranged(1 << 26, Range(1 << 16, 1 << 32, reason="64kb to 4gb"))
     source_options: SourceOptions = field(default_factory=SourceOptions)
 
     def validate(self) -> None:
-        problems = []
+        problems = range_problems(self, rename=option_name)
         if self.output_format not in OUTPUT_FORMATS:
             problems.append(
                 f"--format {self.output_format!r} is unknown; choose one of "
@@ -100,8 +102,6 @@ class ConvertOptions:
                 f"--compression {self.compression!r} is unknown; choose one of "
                 f"{', '.join(COMPRESSIONS)}"
             )
-        if not 0.0 <= self.val_fraction < 1.0:
-            problems.append(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_fraction and self.val_sources:
             problems.append("give either --val-fraction or --val-source, not both")
         if self.is_hf and (self.val_fraction or self.val_sources or len(self.sources) != 1):
@@ -109,15 +109,11 @@ class ConvertOptions:
                 "a Hugging Face source is one hf:NAME with its own splits (--hf-split), without "
                 "--val-fraction or --val-source"
             )
-        if self.max_documents is not None and self.max_documents < 1:
-            problems.append(f"--max-documents must be positive, got {self.max_documents}")
         for ours, _ in self.hf_splits:
             if not SPLIT_NAME.fullmatch(ours):
                 problems.append(
                     f"--hf-split: split name {ours!r} must be letters, digits, '_' or '-'"
                 )
-        if self.shard_size_bytes < 1 << 16:
-            problems.append(f"--shard-size must be at least 64kb, got {self.shard_size_bytes}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -322,6 +318,20 @@ def _directory_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in path.iterdir() if file.is_file())
 
 
+# The command-line option of each ConvertOptions field, where it is not --field-name.
+OPTION_NAMES = {
+    "shard_size_bytes": "--shard-size",
+    "tokenizer_name": "--tokenizer",
+    "output_format": "--format",
+}
+# Tokenizing processes: more than any machine's cores is a typo.
+WORKERS = Range(1, 256)
+
+
+def option_name(field_name: str) -> str:
+    return OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 def convert(
     options: ConvertOptions,
     out: str | Path,
@@ -338,6 +348,8 @@ def convert(
     `wait_for_lock`, waited for: then it has usually done the work). `take_over_lock` takes
     over another host's lock at once (see `mosaic_pretrain.folder_lock`)."""
     options.validate()
+    if (problem := WORKERS.problem("--workers", workers)) is not None:
+        raise ConfigError(problem)
     out = Path(out)
     rules = LockRules(take_over=take_over_lock, timeout_name=None, take_over_name=TAKE_OVER)
     what = f"conversion output {out}"

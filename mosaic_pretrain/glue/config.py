@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 
-from mosaic_pretrain.config.load import load_structured, parse_time
-from mosaic_pretrain.config.schema import FolderLockSection
+from mosaic_pretrain.config.load import load_structured
+from mosaic_pretrain.config.schema import AT_LEAST_ONE, BATCH_ROWS, SEQ_LEN, FolderLockSection
 from mosaic_pretrain.data.glue_tasks import (
     CLASSIFICATION_METRICS,
     GLUE_TASKS,
@@ -19,6 +19,18 @@ from mosaic_pretrain.data.glue_tasks import (
     TaskSpec,
 )
 from mosaic_pretrain.errors import ConfigError
+from mosaic_pretrain.ranges import (
+    PATH,
+    SEED,
+    Items,
+    Range,
+    TimeRange,
+    name_problems,
+    range_problems,
+    range_warnings,
+    ranged,
+    template_problems,
+)
 
 # `start_from` value meaning "the sweep's starting point" rather than another task's result.
 PRETRAINED = "pretrained"
@@ -84,15 +96,23 @@ class GluePrecision(str, Enum):
 class TaskSettings:
     """Overrides for one task; unset (null) fields keep the task's default."""
 
-    lr: float | None = None
-    weight_decay: float | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    seeds: list[int] | None = None
-    eval_interval: str | None = None  # e.g. 500ba or 1ep
+    # The published finetuning rates are 1e-5 to 8e-5.
+    lr: float | None = ranged(
+        None,
+        Range(
+            0, 1, low_open=True, warn_above=1e-3,
+            warning="far above the published GLUE rates (1e-5 to 8e-5); expect divergence",
+        ),
+    )  # fmt: skip
+    # Decoupled, as in pretraining: 1 or more would zero or flip the weights.
+    weight_decay: float | None = ranged(None, Range(0, 1, high_open=True))
+    epochs: int | None = ranged(None, Range(1, 10_000))
+    batch_size: int | None = ranged(None, BATCH_ROWS)
+    seeds: list[int] | None = ranged(None, Items(SEED))
+    eval_interval: str | None = ranged(None, TimeRange())  # e.g. 500ba or 1ep
     start_from: str | None = None  # `pretrained`, or a task in the sweep (e.g. mnli)
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    max_train_examples: int | None = ranged(None, AT_LEAST_ONE)
+    max_eval_examples: int | None = ranged(None, AT_LEAST_ONE)
 
 
 @dataclass
@@ -104,16 +124,20 @@ class CustomTaskSection:
     # Class names in id order (as written in the file); null for a one-output regression.
     labels: list[str] | None = None
     metrics: list[str] | None = None  # default: accuracy, or pearson + spearman for regression
-    folder: str | None = None  # under data.local, or absolute; default: the task's name
-    train_file: str = "train.tsv"
-    dev_file: str = "dev.tsv"
+    folder: str | None = ranged(
+        None, PATH
+    )  # under data.local, or absolute; default: the task's name
+    train_file: str = ranged("train.tsv", PATH)
+    dev_file: str = ranged("dev.tsv", PATH)
     header: bool = True  # false: columns are 0-based positions
 
 
 @dataclass
 class DataSection:
     source: DataSource = DataSource.local
-    local: str | None = None  # folder holding CoLA/, SST-2/, MRPC/, ... (and custom tasks)
+    local: str | None = ranged(
+        None, PATH
+    )  # folder holding CoLA/, SST-2/, MRPC/, ... (and custom tasks)
     hub_name: str = "nyu-mll/glue"
 
 
@@ -121,28 +145,31 @@ class DataSection:
 class ParallelSection:
     device: DeviceChoice = DeviceChoice.auto
     # Jobs at once: default one per GPU, or 1 on the CPU. On the CPU they share the cores.
-    workers: int | None = None
-    gpus: list[int] | None = None  # GPU ids to use; default: all visible
+    workers: int | None = ranged(None, Range(1, 256))
+    gpus: list[int] | None = ranged(None, Items(Range(0, 1023)))  # GPU ids; default: all visible
 
 
 @dataclass
 class SweepConfig:
     """A GLUE sweep. `???` marks a key the YAML must set."""
 
-    run_name: str = "???"
+    run_name: str = ranged("???", PATH)
     # A Composer checkpoint from `train` (its resolved_config.yaml beside it, or `recipe`), that
     # run's save folder (its latest checkpoint), an exported Hugging Face directory, or a hub
     # model name such as bert-base-uncased.
-    starting_point: str = "???"
-    recipe: str | None = None  # the pretraining recipe of a Composer checkpoint, if not beside it
-    tokenizer_name: str | None = None  # default: the starting point's own tokenizer
-    output_folder: str = "runs/glue/{run_name}"
+    starting_point: str = ranged("???", PATH)
+    recipe: str | None = ranged(
+        None, PATH
+    )  # the pretraining recipe of a Composer checkpoint, if not beside it
+    tokenizer_name: str | None = ranged(None, PATH)  # default: the starting point's own tokenizer
+    output_folder: str = ranged("runs/glue/{run_name}", PATH)
     tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
     task_settings: dict[str, TaskSettings] = field(default_factory=dict)
     custom_tasks: dict[str, CustomTaskSection] = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
-    max_seq_len: int = 256  # longer pairs are truncated, longest sentence first
-    eval_batch_size: int = 128
+    # longer pairs are truncated, longest sentence first
+    max_seq_len: int = ranged(256, SEQ_LEN)
+    eval_batch_size: int = ranged(128, BATCH_ROWS)
     precision: GluePrecision = GluePrecision.auto
     score_policy: ScorePolicy = ScorePolicy.last
     parallel: ParallelSection = field(default_factory=ParallelSection)
@@ -200,7 +227,8 @@ def hyperparameters(config: SweepConfig, task: str) -> TaskHyperparameters:
 
 def validate_sweep(config: SweepConfig) -> None:
     """Every problem the YAML alone shows, in one line; data and checkpoints are checked later."""
-    problems: list[str] = []
+    problems: list[str] = range_problems(config) + name_problems("run_name", config.run_name)
+    problems += template_problems("output_folder", config.output_folder)
     known = [*GLUE_TASKS, *config.custom_tasks]
     for name in config.custom_tasks:
         if name in GLUE_TASKS:
@@ -218,15 +246,9 @@ def validate_sweep(config: SweepConfig) -> None:
     if len(set(config.tasks)) != len(config.tasks):
         problems.append(f"tasks lists a task twice: {config.tasks}")
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError("; ".join(problems), problems)
     for task in config.tasks:
         problems += _hyperparameter_problems(config, task)
-    if config.max_seq_len < 3:
-        problems.append("max_seq_len must be at least 3 ([CLS], [SEP] and one token)")
-    if config.eval_batch_size < 1:
-        problems.append("eval_batch_size must be positive")
-    if config.parallel.workers is not None and config.parallel.workers < 1:
-        problems.append("parallel.workers must be positive")
     if config.data.source is DataSource.local and config.data.local is None:
         problems.append("data.local must name a folder of GLUE TSV files when data.source=local")
     if config.data.source is DataSource.hub and config.data.local is None:
@@ -237,7 +259,12 @@ def validate_sweep(config: SweepConfig) -> None:
             and not Path(config.custom_tasks[name].folder or name).is_absolute()
         ]
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError("; ".join(problems), problems)
+
+
+def sweep_warnings(config: SweepConfig) -> list[str]:
+    """Legal values worth a look before the sweep spends compute."""
+    return range_warnings(config)
 
 
 def _custom_task_problems(name: str, section: CustomTaskSection) -> list[str]:
@@ -273,26 +300,10 @@ def _hyperparameter_problems(config: SweepConfig, task: str) -> list[str]:
     key = f"task_settings.{task}"
     settings = hyperparameters(config, task)
     problems = []
-    if settings.lr <= 0:
-        problems.append(f"{key}.lr must be positive")
-    if settings.weight_decay < 0:
-        problems.append(f"{key}.weight_decay must not be negative")
-    if settings.epochs < 1:
-        problems.append(f"{key}.epochs must be at least 1")
-    if settings.batch_size < 1:
-        problems.append(f"{key}.batch_size must be positive")
     if not settings.seeds:
         problems.append(f"{key}.seeds must list at least one seed")
     elif len(set(settings.seeds)) != len(settings.seeds):
         problems.append(f"{key}.seeds lists a seed twice: {list(settings.seeds)}")
-    for limit in ("max_train_examples", "max_eval_examples"):
-        value = getattr(settings, limit)
-        if value is not None and value < 1:
-            problems.append(f"{key}.{limit} must be positive or null")
-    try:
-        parse_time(f"{key}.eval_interval", settings.eval_interval)
-    except ConfigError as error:
-        problems.append(str(error))
     start = settings.start_from
     if start != PRETRAINED:
         if start == task:

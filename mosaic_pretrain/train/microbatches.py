@@ -52,9 +52,17 @@ def count_tokens(batch: dict) -> dict[str, int]:
     the device: counting its tensors there would wait for the device)."""
     layout = batch.get(LAYOUT)
     if layout is not None and layout.masked is not None:
-        return {"total": layout.total_tokens, "loss_generating": layout.masked.numel()}
-    real = int((batch["attention_mask"] != 0).sum())
-    return {"total": real, "loss_generating": int((batch["labels"] != IGNORE_INDEX).sum())}
+        real, masked = layout.total_tokens, layout.masked.numel()
+    else:
+        real = int((batch["attention_mask"] != 0).sum())
+        masked = int((batch["labels"] != IGNORE_INDEX).sum())
+    return {"total": real, "loss_generating": masked or NO_MASKED_TOKENS}
+
+
+# The weight of a microbatch without a masked token (a low mlm_probability, short rows): its
+# loss is 0 and adds no gradient, but Composer divides by the batch's summed weights, which must
+# not be 0. Far below one token, so the other microbatches' weights are unchanged in float32.
+NO_MASKED_TOKENS = 1e-9
 
 
 def split_into_microbatches(batch: dict, microbatch_size: int) -> list[dict]:

@@ -69,16 +69,40 @@ def test_each_value_runs_at_equal_steps_and_a_rerun_trains_nothing(corpus, tmp_p
 
 
 def test_a_failing_value_is_reported_and_the_others_finish(corpus, tmp_path, capsys):
+    # lr=1 is legal (a warning), but its first steps blow the loss up past the spike guard
     overrides = tiny(
-        corpus, tmp_path, "ablation.key=optimizer.lr", "ablation.values=['1e-3','1e12']"
+        corpus,
+        tmp_path,
+        "ablation.key=optimizer.lr",
+        "ablation.values=['1e-3','1.0']",
+        "loss_guard.spike_factor=1.5",
+        "loss_guard.window=1",
     )
     assert main(["ablate", str(RECIPE), *overrides]) == 2
     report = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
     statuses = {run["value"]: run["status"] for run in report["runs"]}
-    assert statuses == {"1e-3": "finished", "1e12": "failed"}
-    assert "loss" in report["runs"][1]["error"]  # the loss guard's message
+    assert statuses == {"1e-3": "finished", "1.0": "failed"}
+    assert "spiked" in report["runs"][1]["error"]  # the loss guard's message
     err = capsys.readouterr().err
-    assert "runs failed for 1e12" in err and err.count("\n") == 1
+    assert "runs failed for 1.0" in err and err.count("\n") == 1
+
+
+def test_a_value_the_recipe_refuses_stops_the_ablation_before_training(
+    corpus, tmp_path, capsys, monkeypatch
+):
+    import mosaic_pretrain.ablation.runs as runs_module
+
+    def must_not_train(config):
+        raise AssertionError(f"{config.run_name} trained")
+
+    monkeypatch.setattr(runs_module, "train", must_not_train)
+    overrides = tiny(
+        corpus, tmp_path, "ablation.key=optimizer.lr", "ablation.values=['1e-3','1e12']"
+    )
+    assert main(["ablate", str(RECIPE), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "ablation value '1e12': optimizer.lr=" in err and "out of range" in err
+    assert err.count("\n") == 1
 
 
 def test_bad_ablations_are_refused_before_any_training(corpus, tmp_path):

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -254,7 +255,34 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=_run_train)
 
 
+def _refuse_a_held_folder(args: argparse.Namespace, make_lock, ablation: bool) -> None:
+    """A folder another live run holds is refused in well under a second, not after the seconds
+    that torch, transformers and Composer take to import. Only a peek at the recipe's types, not
+    its full check (which builds the model's config, importing transformers): the run still
+    validates the recipe, and takes the lock itself, atomically, later. Rank 0 alone looks, as
+    it alone takes the lock (the others would see its lock and take it for a rival's)."""
+    from mosaic_pretrain.config.load import load_structured
+    from mosaic_pretrain.config.schema import PretrainConfig
+    from mosaic_pretrain.errors import FolderInUseError
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        config = load_structured(PretrainConfig, args.recipe, args.overrides)
+        if (config.ablation is not None) != ablation:
+            return  # the wrong command for the recipe: the command says so in its own words
+        problem = make_lock(config).problem()
+    except (MosaicPretrainError, KeyError, IndexError, ValueError):
+        return  # a bad recipe (a bad folder template too): the full check names the problem
+    if problem is not None:
+        raise FolderInUseError(problem)
+
+
 def _run_train(args: argparse.Namespace) -> None:
+    from mosaic_pretrain.config.folders import run_folder_lock
+
+    _refuse_a_held_folder(args, run_folder_lock, ablation=False)
+
     from composer.utils import dist
 
     from mosaic_pretrain.commands.train import train
@@ -384,6 +412,10 @@ def _add_ablate(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_ablate(args: argparse.Namespace) -> None:
     from pathlib import Path
+
+    from mosaic_pretrain.config.folders import ablation_output_lock
+
+    _refuse_a_held_folder(args, ablation_output_lock, ablation=True)
 
     from mosaic_pretrain.ablation.command import run_ablation
 
@@ -635,10 +667,10 @@ def check_file(
     """Problems of the pretraining recipe at `path` (empty when it is ready to run); for an
     ablation recipe, first that every value makes a valid recipe. Last, whether another live
     run holds the folder it would lock (its save folder, an ablation's output folder)."""
-    from mosaic_pretrain.ablation.runs import output_lock, plan_runs
+    from mosaic_pretrain.ablation.runs import plan_runs
     from mosaic_pretrain.commands.check import check_recipe
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.train.folders import run_folder_lock
+    from mosaic_pretrain.config.folders import ablation_output_lock, run_folder_lock
 
     try:
         config = load_config(path, overrides, world_size)
@@ -646,7 +678,7 @@ def check_file(
             plan_runs(Path(path), list(overrides))
     except MosaicPretrainError as error:
         return error.problems  # nothing else can be checked without valid recipes
-    make_lock = output_lock if config.ablation is not None else run_folder_lock
+    make_lock = ablation_output_lock if config.ablation is not None else run_folder_lock
     return check_recipe(config, verify_hashes) + _lock_problems(make_lock, config)
 
 
@@ -701,22 +733,32 @@ def _run_check(args: argparse.Namespace) -> None:
     print(f"{args.recipe}: no problems found")
 
 
-def build_parser() -> argparse.ArgumentParser:
+_COMMANDS = {
+    "smoke": _add_smoke,
+    "convert": _add_convert,
+    "tokenizer": _add_tokenizer,
+    "train": _add_train,
+    "export": _add_export,
+    "import": _add_import,
+    "glue": _add_glue,
+    "ablate": _add_ablate,
+    "pareto": _add_pareto,
+    "eval-lengths": _add_eval_lengths,
+    "check": _add_check,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only `command`'s: some commands' options list choices that
+    import torch, streaming or tokenizers, seconds that `train` should not spend before it can
+    refuse a folder in use."""
     parser = argparse.ArgumentParser(
         prog="mosaic-pretrain", description="Fast pretraining of BERT-style encoders."
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_smoke(subparsers)
-    _add_convert(subparsers)
-    _add_tokenizer(subparsers)
-    _add_train(subparsers)
-    _add_export(subparsers)
-    _add_import(subparsers)
-    _add_glue(subparsers)
-    _add_ablate(subparsers)
-    _add_pareto(subparsers)
-    _add_eval_lengths(subparsers)
-    _add_check(subparsers)
+    for name, add_command in _COMMANDS.items():
+        if command in (None, name):
+            add_command(subparsers)
     verbose = "show every library's INFO log lines (hidden by default; warnings always show)"
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     for command in subparsers.choices.values():  # after the command too; SUPPRESS keeps the first
@@ -734,7 +776,10 @@ def configure_logging(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The top level's options (-h, -v) take no value, so the first other word names the command.
+    named = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(named if named in _COMMANDS else None).parse_args(argv)
     configure_logging(args.verbose)
     try:
         args.handler(args)

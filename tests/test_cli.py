@@ -56,3 +56,32 @@ def test_console_script_is_installed():
     )
     assert done.returncode == 2
     assert "invalid choice: 'nope'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-v", "train", "configs/pretrain/smoke.yaml", "max_duration=2ba"],
+        ["check", "configs/pretrain/smoke.yaml", "--estimate", "--gpu", "h100"],
+        ["convert", "--source", "a.txt", "--out", "shards", "--compression", "gzip"],
+        ["smoke", "--preset", "mini", "-v"],
+    ],
+)
+def test_a_named_command_parses_as_with_every_command_built(argv):
+    """`main` builds only the named command's parser (the others' options import torch); what
+    it parses must be what the whole parser parses."""
+    from mosaic_pretrain.cli import _COMMANDS, build_parser
+
+    command = next(word for word in argv if not word.startswith("-"))
+    only = build_parser(command)
+    assert set(only._subparsers._group_actions[0].choices) == {command}
+    assert vars(only.parse_args(argv)) == vars(build_parser().parse_args(argv))
+    assert set(build_parser()._subparsers._group_actions[0].choices) == set(_COMMANDS)
+
+
+def test_a_misspelt_command_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["trian", "configs/pretrain/smoke.yaml"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'trian'" in error and "'eval-lengths'" in error and "'train'" in error

@@ -419,6 +419,42 @@ def test_train_holds_its_lock_while_it_runs_and_releases_it_however_it_ends(tmp_
     assert seen == [os.getpid()] * 3
 
 
+# The command line, with a folder in use: refused before torch (and so Composer) is imported.
+REFUSE_EARLY = """
+import sys
+from mosaic_pretrain.cli import main
+code = main(sys.argv[1:])
+print(sorted({"composer", "torch", "transformers", "streaming"} & set(sys.modules)))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_the_command_line_refuses_a_folder_in_use_before_importing_torch(
+    tmp_path, live_holder, command
+):
+    if command == "train":
+        recipe, folder = SMOKE, tmp_path / "ckpt"
+        overrides = [f"data_local={tmp_path}/no-data", f"save_folder={folder}"]
+    else:
+        recipe, folder = ABLATE, tmp_path / "ablation"
+        overrides = [f"data_local={tmp_path}/no-data", f"ablation.output_folder={folder}"]
+    holder = live_holder(folder)
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_EARLY, command, str(recipe), *overrides],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "[]"
+    [line] = done.stderr.splitlines()
+    assert f"{folder} is in use by another run: pid {holder.pid} " in line
+    assert line.startswith(f"mosaic-pretrain {command}: error: ")
+    assert os.listdir(folder) == [LOCK_FILE]
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_every_rank_raises_rank_zeros_refusal(tmp_path, live_holder, monkeypatch, rank):
     """Rank 0 takes the lock and broadcasts its verdict; the others raise it (none waits)."""

@@ -200,7 +200,7 @@ PHASES = ["mosaic-bert-base.yaml", "mosaic-bert-base-512.yaml", "mosaic-bert-bas
 
 
 def test_the_shipped_extension_recipes_continue_one_another(bert_tokenizer):
-    from mosaic_pretrain.train.folders import run_folder
+    from mosaic_pretrain.config.folders import run_folder
     from mosaic_pretrain.train.init_weights import function_differences
     from mosaic_pretrain.train.model_sizes import model_config
 

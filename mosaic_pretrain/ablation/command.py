@@ -4,7 +4,8 @@ import logging
 from pathlib import Path
 
 from mosaic_pretrain.ablation.report import write_report
-from mosaic_pretrain.ablation.runs import output_lock, plan_runs, run_one
+from mosaic_pretrain.ablation.runs import plan_runs, run_one
+from mosaic_pretrain.config.folders import ablation_output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -12,7 +13,7 @@ logger = logging.getLogger(__name__)
 def run_ablation(recipe: Path, overrides: list[str], report_only: bool = False):
     """Run what is not finished yet, then write the comparison (see `ablation.report`)."""
     base, runs = plan_runs(recipe, overrides)
-    with output_lock(base):  # one ablation per output folder; each run locks its own too
+    with ablation_output_lock(base):  # one ablation per output folder; each run locks its own too
         if not report_only:
             for run in runs:
                 previous = run.outcome()

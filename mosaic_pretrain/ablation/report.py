@@ -16,8 +16,8 @@ import torch
 from mosaic_pretrain.ablation.runs import AblationRun, output_folder
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.folders import run_folder
 from mosaic_pretrain.device_info import device_description
-from mosaic_pretrain.train.folders import run_folder
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
 EVAL_ACCURACY = "metrics/eval/MaskedAccuracy"

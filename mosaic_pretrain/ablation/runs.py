@@ -19,9 +19,8 @@ from pathlib import Path
 from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.compare import flatten
+from mosaic_pretrain.config.folders import expand_folder
 from mosaic_pretrain.errors import ConfigError, MosaicPretrainError
-from mosaic_pretrain.folder_lock import FolderLock
-from mosaic_pretrain.train.folders import expand_folder, lock_rules
 from mosaic_pretrain.train.resume import recipe_record
 
 logger = logging.getLogger(__name__)
@@ -51,13 +50,6 @@ class AblationRun:
 
 def output_folder(config: PretrainConfig) -> Path:
     return expand_folder(config.ablation.output_folder, config)
-
-
-def output_lock(config: PretrainConfig) -> FolderLock:
-    """The ablation's lock on its output folder (not taken yet)."""
-    folder = output_folder(config)
-    what, instead = f"ablation.output_folder {folder}", "choose another ablation.output_folder"
-    return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
 
 
 def _slug(value: str) -> str:

@@ -9,8 +9,8 @@ from composer.utils import dist
 
 from mosaic_pretrain.callbacks.metrics_file import CURVES_FILE, METRICS_FILE
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.folders import expand_folder, run_folder
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
-from mosaic_pretrain.train.folders import expand_folder, run_folder
 from mosaic_pretrain.train.init_weights import init_source
 from mosaic_pretrain.train.phase_start import checkpoint_source
 from mosaic_pretrain.train.resume import checkpoint_to_resume

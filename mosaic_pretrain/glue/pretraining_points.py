@@ -47,6 +47,7 @@ from composer.utils import dist
 from composer.utils.misc import create_interval_scheduler
 from transformers import PreTrainedTokenizerBase
 
+from mosaic_pretrain.config.folders import run_folder
 from mosaic_pretrain.config.schema import PretrainConfig
 from mosaic_pretrain.glue import point_queue
 from mosaic_pretrain.glue.point_queue import Sweep, SweepMode, SweepQueue
@@ -70,7 +71,6 @@ from mosaic_pretrain.glue.points import (
 )
 from mosaic_pretrain.train.composer_model import MLMComposerModel
 from mosaic_pretrain.train.export import save_hf_directory
-from mosaic_pretrain.train.folders import run_folder
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ import torch
 
 from mosaic_pretrain.config import to_yaml
 from mosaic_pretrain.config.compare import differing_keys
+from mosaic_pretrain.config.folders import lock_rules
 from mosaic_pretrain.errors import ConfigError, DataError, Problems
 from mosaic_pretrain.folder_lock import FolderLock
 from mosaic_pretrain.glue.config import (
@@ -50,7 +51,6 @@ from mosaic_pretrain.glue.start import (
     prepare_starting_point,
     resolve_starting_point,
 )
-from mosaic_pretrain.train.folders import lock_rules
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from mosaic_pretrain.train.resume import (
 def check_recipe(config: PretrainConfig, verify_hashes: bool = False) -> list[str]:
     """Problems of a loaded recipe; `verify_hashes` also reads every local shard and compares it
     with its index's hash (slow; by default shards are checked by size)."""
+    from mosaic_pretrain.config.folders import run_folder
     from mosaic_pretrain.train.builders import build_tokenizer
-    from mosaic_pretrain.train.folders import run_folder
 
     problems = Problems()
     for problem in device_problems(config):
@@ -197,7 +197,7 @@ def _phase_folder_problems(config: PretrainConfig) -> list[str]:
     """A new phase (init_from a run's checkpoint) writes none of its files into that run's
     folder, which it only reads."""
     from mosaic_pretrain.callbacks.stable_checkpoint import STABLE_FOLDER
-    from mosaic_pretrain.train.folders import expand_folder, run_folder
+    from mosaic_pretrain.config.folders import expand_folder, run_folder
     from mosaic_pretrain.train.phase_start import checkpoint_source
 
     checkpoint = checkpoint_source(config.model)

@@ -10,40 +10,14 @@ from typing import TYPE_CHECKING
 from composer.utils import dist, get_device
 
 from mosaic_pretrain.config import PretrainConfig, to_yaml
-from mosaic_pretrain.config.schema import FolderLockSection
+from mosaic_pretrain.config.folders import expand_folder, run_folder, run_folder_lock
 from mosaic_pretrain.errors import ConfigError, FolderInUseError, MosaicPretrainError, first_line
-from mosaic_pretrain.folder_lock import FolderLock, LockRules
 from mosaic_pretrain.train.checkpoints import latest_link
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
 from mosaic_pretrain.train.summary import finished_with_export
 
 if TYPE_CHECKING:
     from mosaic_pretrain.callbacks.graceful_stop import GracefulStop
-
-
-def expand_folder(template: str, config: PretrainConfig) -> Path:
-    """A folder from the recipe, with its `{run_name}` filled in."""
-    return Path(template.format(run_name=config.run_name))
-
-
-def run_folder(config: PretrainConfig) -> Path:
-    """Where the run's own files go: the checkpoint folder, else runs/RUN_NAME."""
-    return expand_folder(config.save_folder or "runs/{run_name}", config)
-
-
-def lock_rules(section: FolderLockSection) -> LockRules:
-    """A recipe's `folder_lock` section as the lock's rules (a bad timeout: a ConfigError)."""
-    return LockRules(section.other_host_timeout_minutes, section.take_over)
-
-
-def run_folder_lock(config: PretrainConfig) -> FolderLock:
-    """The lock the run takes on its folder (not taken yet)."""
-    folder = run_folder(config)
-    if config.save_folder is None:
-        what, instead = f"run folder {folder}", "choose another run_name or a save_folder"
-    else:
-        what, instead = f"save_folder {folder}", "choose another save_folder"
-    return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
 
 
 @contextmanager

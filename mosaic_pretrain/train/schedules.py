@@ -17,9 +17,9 @@ from composer.optim import (
 
 from mosaic_pretrain.callbacks.stable_checkpoint import StableCheckpoint, decay_start
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.folders import run_folder
 from mosaic_pretrain.config.schema import DecayShape, SchedulerName
 from mosaic_pretrain.train.export import RESOLVED_CONFIG
-from mosaic_pretrain.train.folders import run_folder
 
 DEFAULT_T_DECAY = "0.2dur"
 DEFAULT_DECAY_SHAPE = DecayShape.linear

@@ -14,6 +14,7 @@ from mosaic_pretrain.callbacks.run_record import RunRecord
 from mosaic_pretrain.callbacks.run_tally import RunTally
 from mosaic_pretrain.callbacks.stream_samples import StreamSamples
 from mosaic_pretrain.config import PretrainConfig
+from mosaic_pretrain.config.folders import run_folder
 from mosaic_pretrain.config.schema import ConsoleMetrics
 from mosaic_pretrain.train.builders import (
     build_callbacks,
@@ -28,7 +29,6 @@ from mosaic_pretrain.train.builders import (
     build_tokenizer,
 )
 from mosaic_pretrain.train.composer_model import MLMComposerModel
-from mosaic_pretrain.train.folders import run_folder
 from mosaic_pretrain.train.phase_start import load_phase_optimizer_state
 from mosaic_pretrain.train.resume import checkpoint_to_resume, recipe_record
 from mosaic_pretrain.train.safe_load import composer_loads_checked

@@ -255,41 +255,40 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(handler=_run_train)
 
 
-def _refuse_a_held_folder(args: argparse.Namespace, make_lock, ablation: bool) -> None:
-    """A folder another live run holds is refused in well under a second, not after the seconds
-    that torch, transformers and Composer take to import. Only a peek at the recipe's types, not
-    its full check (which builds the model's config, importing transformers): the run still
-    validates the recipe, and takes the lock itself, atomically, later. Rank 0 alone looks, as
-    it alone takes the lock (the others would see its lock and take it for a rival's)."""
+def _peeked_recipe(args: argparse.Namespace, ablation: bool):
+    """The recipe's types, loaded (with their one-line errors, those of the full check), and a
+    folder that another live run holds refused, all in well under a second rather than after the
+    seconds that torch, transformers and Composer take to import. The full check (which builds
+    the model's config, importing transformers) is left to the run, which also takes the lock
+    itself, atomically, later. Rank 0 alone looks, as it alone takes the lock (the others would
+    see its lock and take it for a rival's)."""
+    from mosaic_pretrain.config.folders import recipe_folder_lock
     from mosaic_pretrain.config.load import load_structured
     from mosaic_pretrain.config.schema import PretrainConfig
     from mosaic_pretrain.errors import FolderInUseError
 
-    if os.environ.get("RANK", "0") != "0":
-        return
+    config = load_structured(PretrainConfig, args.recipe, args.overrides)
+    if os.environ.get("RANK", "0") != "0" or (config.ablation is not None) != ablation:
+        return config  # the wrong command for the recipe: the command says so in its own words
     try:
-        config = load_structured(PretrainConfig, args.recipe, args.overrides)
-        if (config.ablation is not None) != ablation:
-            return  # the wrong command for the recipe: the command says so in its own words
-        problem = make_lock(config).problem()
+        problem = recipe_folder_lock(config).problem()
     except (MosaicPretrainError, KeyError, IndexError, ValueError):
-        return  # a bad recipe (a bad folder template too): the full check names the problem
+        return config  # a bad folder template or lock timeout: the full check names it
     if problem is not None:
         raise FolderInUseError(problem)
+    return config
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from mosaic_pretrain.config.folders import run_folder_lock
-
-    _refuse_a_held_folder(args, run_folder_lock, ablation=False)
+    config = _peeked_recipe(args, ablation=False)
 
     from composer.utils import dist
 
     from mosaic_pretrain.commands.train import train
-    from mosaic_pretrain.config import load_config
+    from mosaic_pretrain.config.load import validate
     from mosaic_pretrain.glue.pretraining_points import GlueSweeps
 
-    config = load_config(args.recipe, args.overrides, world_size=dist.get_world_size())
+    validate(config, world_size=dist.get_world_size())  # the rest of load_config
     trainer = train(config)  # ends with its summary on the console
     failed = {
         point: why
@@ -413,9 +412,7 @@ def _add_ablate(subparsers: argparse._SubParsersAction) -> None:
 def _run_ablate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from mosaic_pretrain.config.folders import ablation_output_lock
-
-    _refuse_a_held_folder(args, ablation_output_lock, ablation=True)
+    _peeked_recipe(args, ablation=True)  # plan_runs loads it again, with the ablation's values
 
     from mosaic_pretrain.ablation.command import run_ablation
 
@@ -670,7 +667,7 @@ def check_file(
     from mosaic_pretrain.ablation.runs import plan_runs
     from mosaic_pretrain.commands.check import check_recipe
     from mosaic_pretrain.config import load_config
-    from mosaic_pretrain.config.folders import ablation_output_lock, run_folder_lock
+    from mosaic_pretrain.config.folders import recipe_folder_lock
 
     try:
         config = load_config(path, overrides, world_size)
@@ -678,8 +675,7 @@ def check_file(
             plan_runs(Path(path), list(overrides))
     except MosaicPretrainError as error:
         return error.problems  # nothing else can be checked without valid recipes
-    make_lock = ablation_output_lock if config.ablation is not None else run_folder_lock
-    return check_recipe(config, verify_hashes) + _lock_problems(make_lock, config)
+    return check_recipe(config, verify_hashes) + _lock_problems(recipe_folder_lock, config)
 
 
 def _run_check(args: argparse.Namespace) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from mosaic_pretrain.ablation.runs import AblationRun, output_folder
+from mosaic_pretrain.ablation.runs import AblationRun
 from mosaic_pretrain.callbacks.metrics_file import METRICS_FILE, read_metrics
 from mosaic_pretrain.config import PretrainConfig
-from mosaic_pretrain.config.folders import run_folder
+from mosaic_pretrain.config.folders import ablation_output_folder, run_folder
 from mosaic_pretrain.device_info import device_description
 
 EVAL_LOSS = "metrics/eval/LanguageCrossEntropy"
@@ -82,7 +82,7 @@ def summarize(base: PretrainConfig, runs: list[AblationRun], recipe: Path) -> di
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return {
         "recipe": str(recipe),
-        "output_folder": str(output_folder(base)),
+        "output_folder": str(ablation_output_folder(base)),
         "key": base.ablation.key,
         "max_duration": base.max_duration,
         "eval_interval": base.eval_interval,
@@ -208,7 +208,7 @@ def _moving_average(values: list[float]) -> list[float]:
 def write_report(base: PretrainConfig, runs: list[AblationRun], recipe: Path) -> tuple[dict, str]:
     """Write ablation.{json,md,csv,png} to the ablation's output folder; the report and table."""
     report = summarize(base, runs, recipe)
-    folder = output_folder(base)
+    folder = ablation_output_folder(base)
     folder.mkdir(parents=True, exist_ok=True)
     table = render_markdown(report)
     (folder / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")

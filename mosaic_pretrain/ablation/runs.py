@@ -19,7 +19,7 @@ from pathlib import Path
 from mosaic_pretrain.commands.train import train
 from mosaic_pretrain.config import PretrainConfig, load_config
 from mosaic_pretrain.config.compare import flatten
-from mosaic_pretrain.config.folders import expand_folder
+from mosaic_pretrain.config.folders import ablation_output_folder
 from mosaic_pretrain.errors import ConfigError, MosaicPretrainError
 from mosaic_pretrain.train.resume import recipe_record
 
@@ -46,10 +46,6 @@ class AblationRun:
         if not self.outcome_path.exists():
             return None
         return json.loads(self.outcome_path.read_text())
-
-
-def output_folder(config: PretrainConfig) -> Path:
-    return expand_folder(config.ablation.output_folder, config)
 
 
 def _slug(value: str) -> str:
@@ -92,7 +88,7 @@ def plan_runs(recipe: Path, overrides: list[str]) -> tuple[PretrainConfig, list[
     _check_section(base)
     section = base.ablation
     seeds = section.seeds or [base.seed]
-    folder = output_folder(base)
+    folder = ablation_output_folder(base)
     problems: list[str] = []
     runs = []
     for value in section.values:

@@ -34,8 +34,19 @@ def run_folder_lock(config: PretrainConfig) -> FolderLock:
     return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
 
 
+def ablation_output_folder(config: PretrainConfig) -> Path:
+    """Where an ablation writes its runs and its report."""
+    return expand_folder(config.ablation.output_folder, config)
+
+
 def ablation_output_lock(config: PretrainConfig) -> FolderLock:
     """An ablation's lock on its output folder (not taken yet)."""
-    folder = expand_folder(config.ablation.output_folder, config)
+    folder = ablation_output_folder(config)
     what, instead = f"ablation.output_folder {folder}", "choose another ablation.output_folder"
     return FolderLock(folder, what, instead, lock_rules(config.folder_lock))
+
+
+def recipe_folder_lock(config: PretrainConfig) -> FolderLock:
+    """The lock the recipe's own command takes: `ablate`'s on its output folder for an ablation
+    recipe, else `train`'s on the run folder (not taken yet)."""
+    return ablation_output_lock(config) if config.ablation is not None else run_folder_lock(config)
